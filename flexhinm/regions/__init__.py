@@ -1,0 +1,5 @@
+"""Hierarchical N:M region layouts: OVW, HiNM and FlexHiNM (three regions per tile)."""
+
+from .layout import RegionLayout
+
+__all__ = ["RegionLayout"]
