@@ -1,0 +1,613 @@
+"""Hard Concrete gates on the N:M region of a layer: the mask learning of FlexHiNM-GP.
+
+Every weight of a *live* N:M group (``m`` consecutive columns of the N:M region of one tile, over
+all ``tile_rows`` rows) gets a :class:`~flexhinm.HardConcrete` gate ``z``. :class:`NMGates` is a
+``torch.nn.utils.parametrize`` parametrization that computes, on every access of the weight::
+
+    weight * (1 on dense columns + the layout's N:M keep on groups without gates + z on live groups)
+
+and 0 on pruned columns. Training adds :func:`gate_loss`, ``lambda_sparse * mean(z) +
+lambda_constraint * mean(|sum of z over a group - n|)``, to the task loss and lowers the temperature
+with :func:`temperature_at`. :func:`harden_gates` then keeps the ``n`` largest gates of every group,
+writes them into the layout and puts a plain :class:`~flexhinm.sparsify.MaskedWeight` in place of
+the gates.
+
+A gated weight carries no fixed mask, so :func:`~flexhinm.masks_of`, :func:`~flexhinm.remove_masks`
+and :func:`~flexhinm.bake_masks` skip it; :func:`gates_of` and :func:`remove_gates` handle it, and
+after :func:`harden_gates` the mask functions see the hardened mask as usual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ._checks import check_finite
+from .gemm import from_gemm, to_gemm
+from .hardconcrete import HardConcrete
+from .regions import RegionLayout
+from .sparsify import MaskedWeight, apply_masks
+
+__all__ = [
+    "NMGates",
+    "apply_nm_gates",
+    "clamp_log_alpha_",
+    "entered_groups",
+    "gate_loss",
+    "gate_loss_terms",
+    "gate_param_group",
+    "gate_parameters",
+    "gates_of",
+    "harden_gates",
+    "nm_keep_from_scores",
+    "non_gate_parameters",
+    "remove_gates",
+    "set_temperature",
+    "temperature_at",
+]
+
+
+def nm_keep_from_scores(scores: torch.Tensor, *, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Keep the ``n`` largest of every ``m`` consecutive entries along the last dimension.
+
+    Ties keep the lower index, and infinite scores are ordinary large or small values, so the result
+    has exactly ``n`` ``True`` per group for any finite or infinite input.
+
+    Args:
+        scores: any floating tensor whose last dimension is a multiple of ``m``.
+        n: entries kept per group, ``0 < n < m``.
+        m: group size.
+
+    Returns:
+        ``torch.bool`` tensor of the shape and device of ``scores``.
+
+    Raises:
+        ValueError: if the last dimension is not a multiple of ``m`` or ``scores`` contains NaN.
+
+    Example:
+        >>> scores = torch.tensor([[0.0, 3.0, 3.0, 3.0, -1.0, 5.0, 2.0, 9.0]])
+        >>> nm_keep_from_scores(scores).int().tolist()
+        [[0, 1, 1, 0, 0, 1, 0, 1]]
+    """
+    if not scores.is_floating_point():
+        raise TypeError(f"scores must be a floating tensor, got {scores.dtype}")
+    if scores.dim() == 0 or scores.shape[-1] % m:
+        raise ValueError(
+            f"scores of shape {tuple(scores.shape)} cannot be split into groups of m={m} along the "
+            f"last dimension; its size must be a multiple of {m}"
+        )
+    if bool(torch.isnan(scores).any()):
+        raise ValueError(
+            f"scores contain {int(torch.isnan(scores).sum())} NaN value(s), so no group order "
+            f"exists; a NaN log_alpha means training diverged (lower the gate learning rate)"
+        )
+    groups = scores.reshape(*scores.shape[:-1], -1, m)
+
+    # A stable descending sort keeps the lower index first among equal scores.
+    order = torch.sort(groups, dim=-1, descending=True, stable=True).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(-1, order[..., :n], True)
+    return keep.reshape(scores.shape)
+
+
+def _check_live_groups(live_groups: torch.Tensor | None, layout: RegionLayout) -> torch.Tensor:
+    tiles = layout.num_tiles
+    n_groups = layout.counts[1] // layout.m
+    device = layout.nm_cols.device
+    if live_groups is None:
+        return torch.ones(tiles, n_groups, dtype=torch.bool, device=device)
+    if not isinstance(live_groups, torch.Tensor) or live_groups.dtype != torch.bool:
+        raise TypeError(f"live_groups must be a bool tensor, got {type(live_groups).__name__}")
+    if tuple(live_groups.shape) != (tiles, n_groups):
+        raise ValueError(
+            f"live_groups has shape {tuple(live_groups.shape)}, but the layout has {tiles} tile(s) "
+            f"of {n_groups} N:M group(s); pass a bool tensor of shape ({tiles}, {n_groups})"
+        )
+    return live_groups.to(device)
+
+
+def entered_groups(previous: RegionLayout, current: RegionLayout) -> torch.Tensor:
+    """Mark the N:M groups of ``current`` that have a column outside ``previous``'s N:M region.
+
+    In gradual pruning these are the groups that need fresh gates; the other groups keep the
+    hardened choice that ``current.nm_keep`` carries over.
+
+    Args:
+        previous: the layout of the earlier stage.
+        current: the layout of the new stage, same weight shape, ``tile_rows`` and ``row_order``.
+
+    Returns:
+        ``(tiles, n_nm // m)`` bool, ``True`` for a group that just entered the N:M region.
+
+    Raises:
+        ValueError: if the layouts differ in shape, tile rows, row order or ``m``.
+    """
+    same = (previous.shape == current.shape and previous.tile_rows == current.tile_rows
+            and previous.m == current.m and torch.equal(previous.row_order, current.row_order))
+    if not same:
+        raise ValueError(
+            f"the layouts describe different tilings (shape {previous.shape} vs {current.shape}, "
+            f"tile_rows {previous.tile_rows} vs {current.tile_rows}, m {previous.m} vs "
+            f"{current.m}, or another row_order); compare layouts of one layer with fixed "
+            f"permutations"
+        )
+    was_nm = torch.zeros(current.num_tiles, current.columns, dtype=torch.bool,
+                         device=current.nm_cols.device)
+    was_nm.scatter_(1, previous.nm_cols.to(was_nm.device), True)
+    stayed = was_nm.gather(1, current.nm_cols).reshape(current.num_tiles, -1, current.m)
+    return ~stayed.all(dim=-1)
+
+
+class NMGates(nn.Module):
+    """Parametrization ``weight -> weight * mask`` with Hard Concrete gates on live N:M groups.
+
+    The gates are one :class:`~flexhinm.HardConcrete` module, :attr:`gate`, whose ``log_alpha``
+    has shape ``(G, tile_rows, m)``. ``G`` counts the live groups ``(tile, group)`` in row-major
+    order of ``live_groups``. Entry ``[k, r, j]`` gates the weight in row ``r`` of the tile and
+    column ``nm_cols[tile, m * group + j]`` of the GEMM view. The module's ``state_dict`` contains
+    tensors, floats and strings only, so it loads with ``torch.load(..., weights_only=True)``.
+
+    Args:
+        layout: the layer's regions and the current N:M choice (``nm_keep``).
+        live_groups: ``(tiles, n_nm // m)`` bool, the groups that get gates; default all. Groups
+            without gates keep ``layout.nm_keep`` (for example the hardened masks of an earlier
+            stage, see :func:`entered_groups`).
+        scores: importance of each weight, of the weight's shape; the ``n`` highest of each live
+            group start open. Default: the layout's ``nm_keep`` decides which gates start open.
+        init_log_alpha: ``log_alpha`` starts at ``+init_log_alpha`` for open and
+            ``-init_log_alpha`` for closed gates (``>= 0``). The default 2 starts at the static
+            N:M mask with deterministic gates 0.957 and 0.043. 0 is the symmetric start of
+            Louizos et al.
+        temperature: initial temperature ``beta`` of the gates.
+        gamma: lower stretch limit of the gates.
+        zeta: upper stretch limit of the gates.
+
+    Raises:
+        TypeError: if ``layout`` is not a :class:`~flexhinm.RegionLayout` or ``live_groups`` is not
+            a bool tensor.
+        ValueError: if ``live_groups`` or ``scores`` has the wrong shape, ``scores`` is not finite,
+            ``init_log_alpha`` is negative, or a gate setting is invalid.
+
+    Example:
+        >>> layout = RegionLayout(
+        ...     shape=(2, 8), tile_rows=2, row_order=torch.arange(2),
+        ...     pruned_cols=torch.empty(1, 0, dtype=torch.long), nm_cols=torch.arange(8)[None],
+        ...     dense_cols=torch.empty(1, 0, dtype=torch.long),
+        ...     nm_keep=torch.tensor([[[1, 1, 0, 0, 0, 0, 1, 1], [1, 0, 1, 0, 0, 1, 0, 1]]]).bool())
+        >>> gates = NMGates(layout)
+        >>> tuple(gates.gate.log_alpha.shape)   # 2 groups of 2 rows x 4 columns
+        (2, 2, 4)
+        >>> [round(v, 3) for v in gates.eval()(torch.ones(2, 8))[0].tolist()]   # deterministic gates
+        [0.957, 0.957, 0.043, 0.043, 0.043, 0.043, 0.957, 0.957]
+    """
+
+    def __init__(
+        self,
+        layout: RegionLayout,
+        *,
+        live_groups: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
+        init_log_alpha: float = 2.0,
+        temperature: float = 2.0 / 3.0,
+        gamma: float = -0.1,
+        zeta: float = 1.1,
+    ) -> None:
+        super().__init__()
+        if not isinstance(layout, RegionLayout):
+            raise TypeError(f"layout must be a RegionLayout, got {type(layout).__name__}")
+        if isinstance(init_log_alpha, bool) or not isinstance(init_log_alpha, (int, float)) \
+                or not math.isfinite(init_log_alpha) or init_log_alpha < 0:
+            raise ValueError(
+                f"init_log_alpha={init_log_alpha!r} is invalid; it must be a finite number >= 0 "
+                f"(open gates start at +init_log_alpha, closed ones at -init_log_alpha)"
+            )
+        self.layout = layout
+        live = _check_live_groups(live_groups, layout)
+        tile_index, group_index = live.nonzero(as_tuple=True)
+        m, tile_rows = layout.m, layout.tile_rows
+
+        # GEMM rows (G, V, 1) and columns (G, 1, m) of every live gate.
+        rows = layout.tile_row_indices[tile_index][:, :, None]
+        cols = layout.nm_cols.reshape(layout.num_tiles, -1, m)[tile_index, group_index][:, None, :]
+
+        # Flat index of each GEMM entry in the weight's own memory order.
+        numel = layout.rows * layout.columns
+        positions = to_gemm(torch.arange(numel, device=rows.device).reshape(layout.shape))
+        gate_index = positions[rows, cols]
+
+        fixed = layout.mask_gemm()
+        fixed[rows, cols] = False
+
+        if scores is None:
+            groups = layout.nm_keep.reshape(layout.num_tiles, tile_rows, -1, m).transpose(1, 2)
+            start_open = groups[tile_index, group_index]
+        else:
+            if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != layout.shape:
+                raise ValueError(
+                    f"scores must be a tensor of the weight's shape {layout.shape}, got "
+                    f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else scores!r}"
+                )
+            check_finite(scores)
+            group_scores = to_gemm(scores.detach()).to(rows.device)[rows, cols].double()
+            start_open = nm_keep_from_scores(group_scores, n=layout.n, m=m)
+
+        initial = torch.where(start_open, float(init_log_alpha), -float(init_log_alpha))
+        self.gate = HardConcrete(tuple(gate_index.shape), init_log_alpha=initial,
+                                 temperature=temperature, gamma=gamma, zeta=zeta,
+                                 dtype=torch.get_default_dtype())
+        self.register_buffer("fixed_mask", from_gemm(fixed, layout.shape))
+        self.register_buffer("gate_index", gate_index)
+        self.register_buffer("live_groups", live.clone())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """Return ``weight * mask`` with sampled gates in training and deterministic ones in eval."""
+        gates = self.gate().to(weight.dtype)
+        multiplier = self.fixed_mask.to(weight.dtype).reshape(-1)
+        multiplier = multiplier.scatter(0, self.gate_index.reshape(-1), gates.reshape(-1))
+        return weight * multiplier.reshape(weight.shape)
+
+    def harden(self) -> RegionLayout:
+        """Return the layout with the ``n`` largest gates of every live group as its ``nm_keep``.
+
+        Gates are ranked by ``log_alpha``. That order is the order of the deterministic gates, and
+        it also separates gates that are tied at 0 or 1 after clipping. Among equal logits the
+        earlier position in the group wins. When a group has exactly ``n`` deterministic gates
+        above 0.5, the result equals the 0.5 threshold. The gates themselves are not changed.
+
+        Raises:
+            ValueError: if ``log_alpha`` contains NaN.
+        """
+        layout = self.layout
+        tile_index, group_index = self.live_groups.nonzero(as_tuple=True)
+        keep = nm_keep_from_scores(self.gate.log_alpha.detach(), n=layout.n, m=layout.m)
+
+        nm_keep = layout.nm_keep.clone()
+        grouped = nm_keep.view(layout.num_tiles, layout.tile_rows, -1, layout.m).transpose(1, 2)
+        device = nm_keep.device
+        grouped[tile_index.to(device), group_index.to(device)] = keep.to(device)
+        return dataclasses.replace(layout, nm_keep=nm_keep)
+
+    def hardened_mask(self) -> torch.Tensor:
+        """Return the bool mask (weight's shape) of :meth:`harden`, on the gates' device."""
+        return self.harden().mask().to(self.fixed_mask.device)
+
+    def get_extra_state(self) -> dict:
+        """Return the layout as a dict of tensors and numbers (``weights_only``-safe)."""
+        return {"layout": self.layout.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore the layout written by :meth:`get_extra_state`."""
+        self.layout = RegionLayout.from_state_dict(state["layout"])
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, object]) -> NMGates:
+        """Rebuild gates from the ``state_dict`` of an :class:`NMGates`, keys without a prefix."""
+        layout = RegionLayout.from_state_dict(state["_extra_state"]["layout"])
+        gates = cls(layout, live_groups=state["live_groups"])
+        gates.load_state_dict(state)
+        return gates
+
+
+# --------------------------------------------------------------------------------- on models
+def _tensor_slot(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """Return ``(module, attribute)`` without reading the attribute (that would draw gates)."""
+    module_name, _, attribute = name.rpartition(".")
+    try:
+        module = model.get_submodule(module_name) if module_name else model
+    except AttributeError as error:
+        raise ValueError(f"parameter name {name!r} does not match any module of the model; use "
+                         f"names from model.named_parameters()") from error
+    if parametrize.is_parametrized(module, attribute):
+        return module, attribute
+    if not isinstance(getattr(module, attribute, None), torch.Tensor):
+        raise ValueError(f"module {module_name!r} has no tensor {attribute!r} (from {name!r})")
+    return module, attribute
+
+
+def _only_parametrization(module: nn.Module, attribute: str, name: str) -> nn.Module | None:
+    if not parametrize.is_parametrized(module, attribute):
+        return None
+    found = list(module.parametrizations[attribute])
+    if len(found) != 1:
+        raise ValueError(
+            f"{name!r} carries {len(found)} parametrizations ({[type(p).__name__ for p in found]}); "
+            f"gates work only on a weight with no other parametrization, or a single mask"
+        )
+    return found[0]
+
+
+def apply_nm_gates(model: nn.Module, gates: Mapping[str, NMGates]) -> nn.Module:
+    """Register gates on the named weights of ``model`` in place and return ``model``.
+
+    A single :class:`~flexhinm.sparsify.MaskedWeight` or :class:`NMGates` already on a weight is
+    removed first, with the dense values restored, because the gates' mask covers every weight.
+    The weight keeps its ``Parameter`` object, so an optimizer built earlier still updates it. The
+    gates move to the weight's device, so build the optimizer's gate group afterwards.
+
+    Args:
+        model: any module.
+        gates: parameter name (as in ``model.named_parameters()``) to the gates of that weight.
+
+    Raises:
+        TypeError: if a value is not an :class:`NMGates`.
+        ValueError: if a name is unknown, the layout's shape differs from the weight's, or the
+            weight carries another parametrization.
+    """
+    for name, layer_gates in gates.items():
+        if not isinstance(layer_gates, NMGates):
+            raise TypeError(f"gates[{name!r}] must be NMGates, got {type(layer_gates).__name__}")
+        module, attribute = _tensor_slot(model, name)
+        existing = _only_parametrization(module, attribute, name)
+        if existing is not None and not isinstance(existing, (MaskedWeight, NMGates)):
+            raise ValueError(f"{name!r} carries a {type(existing).__name__} parametrization; "
+                             f"remove it before adding gates")
+
+        if existing is None:
+            weight = getattr(module, attribute)
+        else:
+            weight = module.parametrizations[attribute].original
+        if tuple(weight.shape) != layer_gates.layout.shape:
+            raise ValueError(
+                f"gates for {name!r} were built for shape {layer_gates.layout.shape} but the weight "
+                f"has shape {tuple(weight.shape)}; build them from this layer's layout"
+            )
+
+        if existing is not None:
+            parametrize.remove_parametrizations(module, attribute, leave_parametrized=False)
+        layer_gates.to(device=weight.device)
+
+        # unsafe=True skips torch's trial call of the parametrization, which would draw gates
+        # from the global generator; the shape check above covers what that call checks.
+        parametrize.register_parametrization(module, attribute, layer_gates, unsafe=True)
+    return model
+
+
+def gates_of(model: nn.Module) -> dict[str, NMGates]:
+    """Return parameter name to :class:`NMGates` for every gated weight of ``model``."""
+    found = {}
+    for module_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for attribute in module.parametrizations:
+            for item in module.parametrizations[attribute]:
+                if isinstance(item, NMGates):
+                    prefix = f"{module_name}." if module_name else ""
+                    found[prefix + attribute] = item
+    return found
+
+
+def harden_gates(model: nn.Module) -> dict[str, RegionLayout]:
+    """Replace every gated weight's gates by the hardened mask, in place.
+
+    Each weight gets a :class:`~flexhinm.sparsify.MaskedWeight` with ``layout.mask()`` of its
+    hardened layout (see :meth:`NMGates.harden`), so :func:`~flexhinm.masks_of` and
+    :func:`~flexhinm.bake_masks` handle it from then on. The gates' ``log_alpha`` parameters leave
+    the model, so drop them from the optimizer (a new stage builds a new gate group anyway).
+
+    Returns:
+        Parameter name to the hardened :class:`~flexhinm.RegionLayout` (valid N:M in every group).
+
+    Raises:
+        ValueError: if some ``log_alpha`` contains NaN or a gated weight carries a second
+            parametrization; the model is then left unchanged.
+    """
+    # Harden every layer before changing any, so that an error (NaN logits, stacked
+    # parametrizations) leaves the model as it was.
+    hardened = {}
+    for name, layer_gates in gates_of(model).items():
+        module, attribute = _tensor_slot(model, name)
+        _only_parametrization(module, attribute, name)
+        hardened[name] = layer_gates.harden()
+
+    for name, layout in hardened.items():
+        module, attribute = _tensor_slot(model, name)
+        parametrize.remove_parametrizations(module, attribute, leave_parametrized=False)
+        apply_masks(model, {name: layout.mask()})
+    return hardened
+
+
+def remove_gates(model: nn.Module) -> nn.Module:
+    """Remove every gate parametrization in place; the weights get back their dense values.
+
+    To keep the learned mask, call :func:`harden_gates` (then :func:`~flexhinm.bake_masks`).
+    """
+    for name in gates_of(model):
+        module, attribute = _tensor_slot(model, name)
+        _only_parametrization(module, attribute, name)
+        parametrize.remove_parametrizations(module, attribute, leave_parametrized=False)
+    return model
+
+
+# --------------------------------------------------------------------------------- training
+def _collect(source: nn.Module | Mapping[str, NMGates] | Iterable[NMGates]) -> list[NMGates]:
+    """Return the gates in a model (found anywhere in its modules), a mapping or an iterable."""
+    if isinstance(source, nn.Module):
+        return [module for module in source.modules() if isinstance(module, NMGates)]
+    items = list(source.values()) if isinstance(source, Mapping) else list(source)
+    for item in items:
+        if not isinstance(item, NMGates):
+            raise TypeError(f"expected NMGates, got {type(item).__name__}; pass a model, a dict "
+                            f"from gates_of(model) or a list of NMGates")
+    return items
+
+
+def _check_weight(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value} is invalid; loss weights must be finite and >= 0")
+    return float(value)
+
+
+def gate_loss_terms(
+    source: nn.Module | Mapping[str, NMGates] | Iterable[NMGates],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(mean(z), mean(|sum of z over a group - n|))`` over all live gates of ``source``.
+
+    Both means pool every gate (and every group of ``m`` gates along a row) of every layer, so a
+    large layer weighs more than a small one. In training mode ``z`` is a fresh sample, drawn
+    independently of the sample that the weight's forward uses, and in evaluation mode it is the
+    deterministic gate.
+
+    Args:
+        source: a model with gated weights, a dict from :func:`gates_of` or a list of gates.
+
+    Returns:
+        Two scalar tensors, differentiable in every ``log_alpha``. Both are 0 when there are no
+        live gates.
+    """
+    values, deviations = [], []
+    for layer_gates in _collect(source):
+        gates = layer_gates.gate()
+        values.append(gates.reshape(-1))
+        deviations.append((gates.sum(dim=-1) - layer_gates.layout.n).abs().reshape(-1))
+    if not values or sum(item.numel() for item in values) == 0:
+        zero = torch.zeros(())
+        return zero, zero.clone()
+    return torch.cat(values).mean(), torch.cat(deviations).mean()
+
+
+def gate_loss(
+    source: nn.Module | Mapping[str, NMGates] | Iterable[NMGates],
+    *,
+    lambda_sparse: float = 0.0,
+    lambda_constraint: float = 1.0,
+) -> torch.Tensor:
+    """Return ``lambda_sparse * mean(z) + lambda_constraint * mean(|sum of z over a group - n|)``.
+
+    Add it to the task loss. The sparsity term pushes every gate towards 0. The constraint term
+    pushes every group towards exactly ``n`` open gates. The defaults (``lambda_constraint = 1``,
+    ``lambda_sparse = 0``) are this library's choice, not published FlexHiNM values. The
+    sparsity term adds little next to the constraint term, because both act on the number of open
+    gates, and the constraint already fixes that number to ``n``.
+
+    Args:
+        source: a model with gated weights, a dict from :func:`gates_of` or a list of gates.
+        lambda_sparse: weight of ``mean(z)``, finite and ``>= 0``.
+        lambda_constraint: weight of ``mean(|sum z - n|)``, finite and ``>= 0``.
+
+    Raises:
+        ValueError: if a weight is negative or not finite.
+    """
+    lambda_sparse = _check_weight(lambda_sparse, "lambda_sparse")
+    lambda_constraint = _check_weight(lambda_constraint, "lambda_constraint")
+    sparse, constraint = gate_loss_terms(source)
+    return lambda_sparse * sparse + lambda_constraint * constraint
+
+
+def temperature_at(
+    epoch: int,
+    *,
+    initial: float = 2.0 / 3.0,
+    factor: float = 0.8,
+    every: int = 5,
+    floor: float = 0.1,
+) -> float:
+    """Return the gate temperature ``max(floor, initial * factor ** (epoch // every))``.
+
+    FlexHiNM anneals the temperature every 5 epochs. The other defaults are this library's choice:
+    ``initial = 2/3`` is the temperature Louizos et al. use, and the factor 0.8 and the floor 0.1
+    are not published values. Count ``epoch`` from the start of the stage in which the gates were created, so that
+    fresh gates start at ``initial``.
+
+    Args:
+        epoch: epochs completed since the gates were created, ``>= 0``.
+        initial: temperature at epoch 0, ``> 0``.
+        factor: multiplier applied every ``every`` epochs, in ``(0, 1]``.
+        every: epochs between two multiplications, ``>= 1``.
+        floor: lowest temperature, in ``(0, initial]``.
+
+    Raises:
+        ValueError: if an argument is outside its range.
+
+    Example:
+        >>> [round(temperature_at(e), 4) for e in (0, 4, 5, 10, 100)]
+        [0.6667, 0.6667, 0.5333, 0.4267, 0.1]
+    """
+    for name, value in (("epoch", epoch), ("every", every)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if epoch < 0:
+        raise ValueError(f"epoch={epoch} is invalid; count epochs from 0")
+    if every < 1:
+        raise ValueError(f"every={every} is invalid; anneal at most once per epoch (every >= 1)")
+    for name, value in (("initial", initial), ("factor", factor), ("floor", floor)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}={value!r} is invalid; it must be a positive finite number")
+    if factor > 1:
+        raise ValueError(f"factor={factor} is invalid; annealing lowers the temperature, so use "
+                         f"a factor in (0, 1], for example 0.8")
+    if floor > initial:
+        raise ValueError(f"floor={floor} is above initial={initial}; choose floor <= initial")
+    return max(float(floor), float(initial) * float(factor) ** (epoch // every))
+
+
+def set_temperature(
+    source: nn.Module | Mapping[str, NMGates] | Iterable[NMGates], temperature: float
+) -> None:
+    """Set the temperature of every gate in ``source`` (raises ``ValueError`` unless positive)."""
+    for layer_gates in _collect(source):
+        layer_gates.gate.temperature = temperature
+
+
+def clamp_log_alpha_(
+    source: nn.Module | Mapping[str, NMGates] | Iterable[NMGates],
+    *,
+    low: float = -4.6,
+    high: float = 4.6,
+) -> None:
+    """Clamp every ``log_alpha`` of ``source`` to ``[low, high]`` in place; call it after each step.
+
+    The default range is about ``[log 0.01, log 100]``. A deterministic gate is exactly 0 at
+    ``log_alpha <= -log 11 = -2.4`` and exactly 1 at ``log_alpha >= 2.4``, so the clamp stops the
+    logits a short way past saturation, and a gate can still reopen or close within a few steps.
+    """
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"low={low}, high={high} is invalid; need finite bounds with low < high")
+    with torch.no_grad():
+        for layer_gates in _collect(source):
+            layer_gates.gate.log_alpha.clamp_(low, high)
+
+
+def gate_parameters(
+    source: nn.Module | Mapping[str, NMGates] | Iterable[NMGates],
+) -> list[nn.Parameter]:
+    """Return the ``log_alpha`` parameters of every gate in ``source``."""
+    return [layer_gates.gate.log_alpha for layer_gates in _collect(source)]
+
+
+def non_gate_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Return the parameters of ``model`` that are not gate logits (weights, biases, norms)."""
+    gate_ids = {id(parameter) for parameter in gate_parameters(model)}
+    return [parameter for parameter in model.parameters() if id(parameter) not in gate_ids]
+
+
+def gate_param_group(
+    source: nn.Module | Mapping[str, NMGates] | Iterable[NMGates],
+    *,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+) -> dict:
+    """Return an optimizer parameter group of all gate logits, without weight decay by default.
+
+    Example:
+        >>> model = nn.Linear(8, 4)
+        >>> optimizer = torch.optim.Adam([
+        ...     {"params": non_gate_parameters(model), "lr": 1e-3},
+        ...     gate_param_group(model),          # empty until gates are applied
+        ... ])
+        >>> optimizer.param_groups[1]["lr"]
+        0.01
+    """
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}={value!r} is invalid; it must be a finite number >= 0")
+    return {"params": gate_parameters(source), "lr": float(lr), "weight_decay": float(weight_decay),
+            "name": "hard_concrete_gates"}
