@@ -1,0 +1,356 @@
+"""Time dense, 2:4, HiNM and FlexHiNM layers on GEMM shapes of real networks; check every output.
+
+Every case first compares the layer's output with the masked dense reference computed in fp32. A
+wrong or failed case is recorded and not timed. Times come from
+``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises CUDA) after a warm-up, as
+the median and the interquartile range. Speedups are ratios against the dense layer timed in the
+same run on the same input. The functions return plain dicts (one per case), ready for
+``pandas.DataFrame``; ``benchmarks/tensor_cores.py`` prints and saves them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from ..masks import nm_mask
+from .capability import detect_capability
+from .compact import CompactHiNMLinear
+from .tiled_gemm import COMPACT_BACKENDS
+from .semi_structured import semi_structured_support, to_semi_structured
+from .synthetic import synthetic_layout
+
+__all__ = [
+    "GEMM_SHAPES",
+    "QUICK_SHAPES",
+    "TOLERANCES",
+    "BenchmarkConfig",
+    "benchmark_layer",
+    "environment_info",
+    "iter_benchmark",
+    "run_benchmark",
+]
+
+_logger = logging.getLogger(__name__)
+
+# (out_features, in_features) of the GEMM view; a k x k convolution has k * k * C_in columns.
+# BERT-base has the same projection and MLP shapes as ViT-B (hidden size 768, MLP 3072), and the
+# Llama-7B gate projection has the shape of its up projection.
+GEMM_SHAPES: dict[str, tuple[int, int]] = {
+    "resnet50.layer1.conv3x3": (64, 576),
+    "resnet50.layer3.conv3x3": (256, 2304),
+    "resnet50.layer4.conv3x3": (512, 4608),
+    "resnet50.layer4.conv1x1": (2048, 512),
+    "vit_b.attn.proj": (768, 768),
+    "vit_b.attn.qkv": (2304, 768),
+    "vit_b.mlp.fc1": (3072, 768),
+    "vit_b.mlp.fc2": (768, 3072),
+    "llama7b.mlp.up": (11008, 4096),
+    "llama7b.mlp.down": (4096, 11008),
+}
+QUICK_SHAPES = ("resnet50.layer3.conv3x3", "vit_b.mlp.fc1", "vit_b.mlp.fc2")
+
+# Largest accepted max |output - reference| / max |reference| per dtype (reference in fp32).
+TOLERANCES = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 1e-2,
+    torch.bfloat16: 5e-2,
+}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of a benchmark run; ``BenchmarkConfig.for_device`` gives the CPU and GPU defaults.
+
+    Attributes:
+        shapes: name -> ``(out_features, in_features)``.
+        tokens: batch sizes, i.e. rows of the input matrix.
+        dtypes: dtype names such as ``"float32"``, ``"float16"``, ``"bfloat16"``.
+        methods: any of ``"dense"``, ``"2:4"`` (whole layer), ``"hinm"``, ``"flexhinm"``.
+        sparsities: target sparsities of the HiNM and FlexHiNM layouts.
+        compact_backends: backends of the compact layers (``"auto"``, ``"masked_dense"``,
+            ``"semi_structured"``); each one is a separate case.
+        device: ``"cpu"`` or a CUDA device.
+        tile_rows: rows per tile of the layouts.
+        min_run_time: seconds of timing per case, at least.
+        num_threads: CPU threads during timing.
+        seed: seed of the weights, inputs and layouts.
+        max_gflop: skip cases whose dense GEMM needs more than this many GFLOP (None: no limit).
+    """
+
+    shapes: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(GEMM_SHAPES))
+    tokens: tuple[int, ...] = (1, 16, 64, 256, 1024, 4096)
+    dtypes: tuple[str, ...] = ("float32",)
+    methods: tuple[str, ...] = ("dense", "hinm", "flexhinm")
+    sparsities: tuple[float, ...] = (0.75, 0.875)
+    compact_backends: tuple[str, ...] = ("masked_dense",)
+    device: str = "cpu"
+    tile_rows: int = 64
+    min_run_time: float = 0.2
+    num_threads: int = 1
+    seed: int = 0
+    max_gflop: float | None = None
+
+    @classmethod
+    def for_device(cls, device: str = "cpu", *, quick: bool = False) -> BenchmarkConfig:
+        """Return the defaults: fp32 dense vs compact on a CPU; fp16/bf16 and every method on CUDA.
+
+        The CPU defaults skip cases above 10 GFLOP (a Llama-7B MLP layer above 64 tokens) and time
+        each case for at least 0.5 s. The GPU defaults time each case for at least 0.1 s.
+        ``quick`` keeps three shapes and three (CPU) or four (GPU) batch sizes.
+        """
+        if torch.device(device).type == "cuda":
+            config = cls(dtypes=("float16", "bfloat16"), methods=("dense", "2:4", "hinm", "flexhinm"),
+                         compact_backends=("semi_structured", "masked_dense"), device=device,
+                         min_run_time=0.1)
+            if quick:
+                config = replace(config, shapes={k: GEMM_SHAPES[k] for k in QUICK_SHAPES},
+                                 tokens=(1, 64, 1024, 4096))
+            return config
+
+        config = cls(max_gflop=10.0, min_run_time=0.5)
+        if quick:
+            config = replace(config, shapes={k: GEMM_SHAPES[k] for k in QUICK_SHAPES},
+                             tokens=(1, 64, 256))
+        return config
+
+
+def benchmark_layer(out_features: int, in_features: int, **settings) -> list[dict]:
+    """Time one layer shape; ``settings`` override :class:`BenchmarkConfig` fields.
+
+    Example:
+        >>> rows = benchmark_layer(64, 128, tokens=(4,), sparsities=(0.75,), min_run_time=0.01)
+        >>> sorted({(row["method"], row["status"]) for row in rows})
+        [('dense', 'ok'), ('flexhinm', 'ok'), ('hinm', 'ok')]
+    """
+    name = f"{out_features}x{in_features}"
+    config = replace(BenchmarkConfig.for_device(settings.get("device", "cpu")),
+                     shapes={name: (out_features, in_features)})
+    return run_benchmark(replace(config, **settings))
+
+
+def run_benchmark(config: BenchmarkConfig, *, progress: bool = False) -> list[dict]:
+    """Return all rows of :func:`iter_benchmark` as a list."""
+    return list(iter_benchmark(config, progress=progress))
+
+
+def iter_benchmark(config: BenchmarkConfig, *, progress: bool = False) -> Iterator[dict]:
+    """Yield one dict per case: time, correctness and counts (see the module docstring).
+
+    Rows have ``status`` ``"ok"``, ``"wrong"`` (output differs from the reference; not timed),
+    ``"failed"`` (an exception, recorded in ``error``) or ``"skipped"`` (the reason is in ``error``).
+    """
+    _check_config(config)
+    device = torch.device(config.device)
+    pairs = [(name, dtype) for name in config.shapes for dtype in config.dtypes]
+    if progress:
+        from tqdm.auto import tqdm
+
+        pairs = tqdm(pairs, desc="shapes")
+
+    for name, dtype_name in pairs:
+        dtype = getattr(torch, dtype_name)
+        yield from _benchmark_shape(config, name, config.shapes[name], dtype, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _benchmark_shape(config: BenchmarkConfig, name: str, shape: tuple[int, int],
+                     dtype: torch.dtype, device: torch.device) -> Iterator[dict]:
+    """Yield the rows of every variant and batch size of one shape and dtype."""
+    rows, columns = shape
+    generator = torch.Generator().manual_seed(config.seed)
+    weight = (torch.randn(rows, columns, generator=generator) / math.sqrt(columns)).to(device, dtype)
+    bias = (0.1 * torch.randn(rows, generator=generator)).to(device, dtype)
+    base = {"shape": name, "out_features": rows, "in_features": columns,
+            "dtype": dtype_name_of(dtype), "device": str(device)}
+
+    variants = []
+    for info, build in _variant_builders(config, weight, bias):
+        try:
+            layer, effective, details = build()
+            variants.append(({**info, **details}, layer, effective))
+        except _Skip as skip:
+            yield {**base, **info, "tokens": None, "status": "skipped", "error": str(skip)}
+        except Exception as error:  # noqa: BLE001 (the benchmark fails soft per case)
+            yield {**base, **info, "tokens": None, "status": "failed",
+                   "error": f"{type(error).__name__}: {error}"}
+
+    for tokens in config.tokens:
+        gflop = 2 * tokens * rows * columns / 1e9
+        x = torch.randn(tokens, columns, generator=generator).to(device, dtype)
+        results = []
+        for info, layer, effective in variants:
+            row = {**base, **info, "tokens": tokens, "gflop_dense": gflop}
+            if config.max_gflop is not None and gflop > config.max_gflop:
+                row.update(status="skipped",
+                           error=f"dense GEMM needs {gflop:.1f} GFLOP > max_gflop={config.max_gflop}")
+            else:
+                row.update(_time_case(layer, effective, bias, x, config))
+            _logger.info("%s %s tokens=%d %s %s: %s", name, row["dtype"], tokens, row["method"],
+                         row.get("backend"), row.get("median_ms", row["status"]))
+            results.append(row)
+
+        # Speedups compare with the dense case of the same shape, dtype and input.
+        dense = [row["median_ms"] for row in results if row["method"] == "dense" and row["status"] == "ok"]
+        for row in results:
+            if dense and row["status"] == "ok":
+                row["speedup"] = dense[0] / row["median_ms"]
+        yield from results
+
+
+def _check_config(config: BenchmarkConfig) -> None:
+    """Raise ``ValueError`` for dtype, method or backend names the benchmark does not know."""
+    for dtype_name in config.dtypes:
+        if not isinstance(getattr(torch, dtype_name, None), torch.dtype):
+            raise ValueError(f"dtype {dtype_name!r} is invalid; use names such as 'float16' or 'bfloat16'")
+    unknown = set(config.methods) - {"dense", "2:4", "hinm", "flexhinm"}
+    if unknown:
+        raise ValueError(f"methods {sorted(unknown)} are invalid; choose dense, 2:4, hinm or flexhinm")
+    unknown = set(config.compact_backends) - set(COMPACT_BACKENDS)
+    if unknown:
+        raise ValueError(f"compact_backends {sorted(unknown)} are invalid; choose from {list(COMPACT_BACKENDS)}")
+
+
+class _Skip(Exception):
+    """Raised for a variant that cannot run here; the message gives the reason."""
+
+
+def _variant_builders(config: BenchmarkConfig, weight: torch.Tensor,
+                      bias: torch.Tensor) -> Iterator[tuple[dict, Callable]]:
+    """Yield ``(info, build)``; ``build()`` returns ``(layer, effective weight, details)``."""
+    for method in config.methods:
+        if method == "dense":
+            yield {"method": "dense", "target_sparsity": 0.0}, lambda: _dense_layer(weight, bias)
+        elif method == "2:4":
+            yield {"method": "2:4", "target_sparsity": 0.5}, lambda: _whole_layer_24(weight, bias)
+        else:
+            for sparsity in config.sparsities:
+                for backend in config.compact_backends:
+                    info = {"method": method, "target_sparsity": sparsity,
+                            "requested_backend": backend}
+                    yield info, _compact_builder(config, weight, bias, method, sparsity, backend)
+
+
+def _dense_layer(weight: torch.Tensor, bias: torch.Tensor) -> tuple[Callable, torch.Tensor, dict]:
+    """Return the unpruned layer, the baseline of every speedup."""
+
+    def layer(x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    details = {"backend": "dense", "sparsity": 0.0, "multiply_adds_per_token": weight.numel()}
+    return layer, weight, details
+
+
+def _whole_layer_24(weight: torch.Tensor, bias: torch.Tensor) -> tuple[Callable, torch.Tensor, dict]:
+    """Build a 2:4 magnitude-pruned copy of the whole layer, packed for Sparse Tensor Cores."""
+    effective = weight * nm_mask(weight.abs().float(), n=2, m=4)
+    reason = semi_structured_support(tuple(weight.shape), weight.dtype, weight.device)
+    if reason is not None:
+        raise _Skip(f"whole-layer 2:4 needs Sparse Tensor Cores: {reason}")
+    packed = to_semi_structured(effective)
+    details = {"backend": "semi_structured", "sparsity": 0.5,
+               "multiply_adds_per_token": weight.numel() // 2}
+    return (lambda x: F.linear(x, packed, bias)), effective, details
+
+
+def _compact_builder(config: BenchmarkConfig, weight: torch.Tensor, bias: torch.Tensor,
+                     method: str, sparsity: float, backend: str) -> Callable:
+    """Return a ``build()`` for a compact HiNM or FlexHiNM layer on a random layout."""
+
+    def build() -> tuple[Callable, torch.Tensor, dict]:
+        layout = synthetic_layout(tuple(weight.shape), method=method, sparsity=sparsity,
+                                  tile_rows=config.tile_rows, seed=config.seed)
+        layer = CompactHiNMLinear.from_layout(weight, bias, layout, backend=backend)
+        try:
+            resolved = layer.resolved_backend()
+        except ValueError as error:
+            raise _Skip(str(error)) from error
+        if resolved == "semi_structured":
+            layer.pack()
+
+        pruned, nm, dense = layout.counts
+        per_token = layout.rows * (dense + (nm // 2 if resolved == "semi_structured" else nm))
+        details = {"backend": resolved, "sparsity": layout.sparsity, "tile_rows": layout.tile_rows,
+                   "counts": [pruned, nm, dense], "multiply_adds_per_token": per_token}
+        effective = weight * layout.mask().to(weight.device)
+        return layer, effective, details
+
+    return build
+
+
+def _time_case(layer: Callable, effective: torch.Tensor, bias: torch.Tensor, x: torch.Tensor,
+               config: BenchmarkConfig) -> dict:
+    """Check ``layer(x)`` against the fp32 masked dense reference, then time it."""
+    tolerance = TOLERANCES.get(x.dtype, 5e-2)
+    try:
+        with torch.inference_mode():
+            output = layer(x)
+            reference = F.linear(x.float(), effective.float(), bias.float())
+            scale = reference.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
+            error = float(((output.float() - reference).abs().max() / scale).item())
+            if not error <= tolerance:
+                return {"status": "wrong", "max_error": error, "tolerance": tolerance,
+                        "error": f"output differs from the masked dense reference by {error:.3g} "
+                                 f"(relative to max |reference|), above {tolerance:g}"}
+
+            for _ in range(3):
+                layer(x)
+            # Imported here: torch.utils.benchmark logs a CUDA_HOME warning on import without CUDA.
+            from torch.utils.benchmark import Timer
+
+            timer = Timer(stmt="layer(x)", globals={"layer": layer, "x": x},
+                          num_threads=config.num_threads)
+            measurement = timer.blocked_autorange(min_run_time=config.min_run_time)
+    except Exception as failure:  # noqa: BLE001 (the benchmark fails soft per case)
+        return {"status": "failed", "error": f"{type(failure).__name__}: {failure}"}
+
+    return {"status": "ok", "max_error": error, "tolerance": tolerance,
+            "median_ms": measurement.median * 1e3, "iqr_ms": measurement.iqr * 1e3,
+            "runs": len(measurement.times), "calls_per_run": measurement.number_per_run,
+            "error": None}
+
+
+def dtype_name_of(dtype: torch.dtype) -> str:
+    """Return ``"float16"`` for ``torch.float16`` and so on."""
+    return str(dtype).removeprefix("torch.")
+
+
+def environment_info(device: str = "cpu") -> dict:
+    """Return the device, driver, CUDA, torch and cuSPARSELt versions, the date and the 1-minute
+    load average (other work on the machine slows CPU timings), as a dict."""
+    capability = detect_capability(device)
+    info = asdict(capability)
+    info.update({
+        "summary": capability.summary(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    })
+    return info
+
+
+def _cpu_name() -> str:
+    """Return the CPU model from /proc/cpuinfo on Linux, else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
