@@ -172,8 +172,8 @@ def test_prune_rejects_bad_options() -> None:
     """Unknown names and options that do not fit the method raise clear errors."""
     with pytest.raises(ValueError, match="unknown pruning method 'venom'; choose one of 'unstructured'"):
         prune_model(small_cnn(), "venom", 0.75)
-    with pytest.raises(ValueError, match="unknown permutation 'gyro'"):
-        prune_model(small_cnn(), "hinm", 0.75, permutation="gyro")
+    with pytest.raises(ValueError, match="unknown permutation 'no-such-permutation'"):
+        prune_model(small_cnn(), "hinm", 0.75, permutation="no-such-permutation")
     with pytest.raises(ValueError, match="only applies to method='unstructured'"):
         prune_model(small_cnn(), "hinm", 0.75, global_unstructured=True)
     with pytest.raises(ValueError, match="vector_sparsity only applies to method='flexhinm'"):
