@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["in_colab", "self_check", "setup_notebook", "strip_solutions"]
+__all__ = ["CheckResult", "in_colab", "self_check", "setup_notebook", "strip_solutions"]
 
 SOLUTION_TAG = "solution"
 
@@ -61,20 +61,42 @@ def setup_notebook(seed: int = 0, *, threads: int | None = None) -> dict:
     }
 
 
-def self_check(label: str, check: Callable[[], None]) -> bool:
+class CheckResult:
+    """Outcome of :func:`self_check`: true when the answer holds.
+
+    A notebook shows nothing for it (the check already printed its line), so a self-check cell's
+    output is just that line; ``assert self_check(...)`` still works in solution cells.
+    """
+
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"CheckResult(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:
+        """Display nothing in Jupyter; the line printed by the check is the whole output."""
+
+
+def self_check(label: str, check: Callable[[], None]) -> CheckResult:
     """Run an exercise's ``check`` and say in one line whether the answer holds.
 
     ``check`` raises ``AssertionError`` (with a hint as its message) for a wrong answer and lets
     the student's ``NotImplementedError`` through for an exercise not yet attempted.
 
+    Writes one line to standard output: the student-facing feedback is this function's purpose.
+
     Returns:
-        ``True`` when the check passes. A wrong or missing answer returns ``False`` and does not
-        raise, so a chapter still runs to the end with exercises left open.
+        A :class:`CheckResult`, true when the check passes. A wrong or missing answer gives a false
+        result and does not raise, so a chapter still runs to the end with exercises left open.
 
     Example:
         >>> def check():
         ...     assert 2 + 2 == 4, "arithmetic is broken"
-        >>> self_check("Exercise 0", check)
+        >>> bool(self_check("Exercise 0", check))
         Exercise 0: correct.
         True
     """
@@ -82,12 +104,12 @@ def self_check(label: str, check: Callable[[], None]) -> bool:
         check()
     except NotImplementedError:
         sys.stdout.write(f"{label}: not answered yet. Write your answer above, then run this cell.\n")
-        return False
+        return CheckResult(False)
     except AssertionError as error:
         sys.stdout.write(f"{label}: not yet right. {error}\n")
-        return False
+        return CheckResult(False)
     sys.stdout.write(f"{label}: correct.\n")
-    return True
+    return CheckResult(True)
 
 
 def strip_solutions(source: str | PathLike, target: str | PathLike) -> int:

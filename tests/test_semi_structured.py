@@ -59,7 +59,7 @@ def test_check_pattern_counts_breaking_groups():
     weight[1, 4:8] = 1.0
     weight[2, 0:3] = 1.0
     weight[3, 12:16] = 1.0
-    with pytest.raises(ValueError, match=r"3 of 16 groups .* row 1, columns 4\.\.7, with 4 non-zeros"):
+    with pytest.raises(ValueError, match=r"3 of 16 groups .* row 1, columns 4\.\.7, with 4 non-zero values"):
         check_nm_pattern(weight)
 
 

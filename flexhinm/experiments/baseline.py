@@ -1,7 +1,8 @@
 """A dense baseline model trained once per machine and cached, so chapters and runs share it.
 
-The cache key is every setting that changes the trained weights: model, data set and how many
-images were found, epochs, batch size, learning rate, weight decay, seed and the flexhinm version.
+The cache key is every setting that changes the trained weights: model, data set, its source and
+how many images were used, epochs, batch size, learning rate, weight decay, seed, and a format
+number that is raised whenever the training code changes what it produces.
 The cache folder is ``$FLEXHINM_CACHE/models`` or ``~/.cache/flexhinm/models``.
 """
 
@@ -45,7 +46,7 @@ class Baseline:
         model: the trained network (in eval mode).
         test_top1: top-1 accuracy on the evaluation images, in percent.
         record: JSON-ready facts: settings, data source and size, seconds, cache path.
-        history: one dict per epoch from :func:`flexhinm.training.fit` (empty if loaded).
+        history: one dict per epoch from :func:`flexhinm.training.fit` (also when loaded from cache).
     """
 
     model: nn.Module
@@ -137,7 +138,7 @@ def pretrained_baseline(
         model.eval()
         record = {**checkpoint["extra"]["record"], "cached": True, "cache_path": str(path)}
         _logger.info("loaded the dense baseline from %s", path)
-        return Baseline(model, record["test_top1"], record, [])
+        return Baseline(model, record["test_top1"], record, checkpoint["extra"].get("history", []))
 
     start = time.perf_counter()
     history = fit(
@@ -162,6 +163,8 @@ def pretrained_baseline(
         "cache_path": str(path) if use_cache else None,
     }
     if use_cache and is_main_process():
-        save_checkpoint(path, model, epoch=budget.dense_epochs, extra={"record": record})
+        save_checkpoint(
+            path, model, epoch=budget.dense_epochs, extra={"record": record, "history": history}
+        )
     barrier()
     return Baseline(model, record["test_top1"], record, history)

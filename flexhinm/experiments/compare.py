@@ -11,18 +11,26 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..masks import sparsity_of
 from ..prune import prune_model
 from ..sparsify import masks_of
 from ..training import evaluate, fit
 from .budgets import Budget
 
-__all__ = ["METHODS", "MethodContext", "MethodSpec", "register_method", "run_method"]
+__all__ = [
+    "METHODS",
+    "MethodContext",
+    "MethodSpec",
+    "finetune",
+    "planned_runs",
+    "prune_and_finetune",
+    "register_method",
+    "run_method",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -149,9 +157,16 @@ def _weight_counts(model: nn.Module) -> tuple[int, int, int, int]:
 
 
 def run_method(
-    spec: MethodSpec, baseline: nn.Module, sparsity: float, context: MethodContext
-) -> dict:
+    spec: MethodSpec,
+    baseline: nn.Module,
+    sparsity: float,
+    context: MethodContext,
+    *,
+    return_model: bool = False,
+) -> dict | tuple[dict, nn.Module]:
     """Run one method on a deep copy of ``baseline`` and return a JSON-ready result row.
+
+    With ``return_model=True`` it returns ``(row, model)``, the pruned and fine-tuned copy too.
 
     The row has ``method``, ``label``, ``target_sparsity``, ``sparsity`` (fraction of zeros over
     the pruned layers), ``kept_weights`` and ``pruned_layer_weights`` (weights of the pruned
@@ -173,6 +188,9 @@ def run_method(
         ).top1
 
     kept, total, nonzero, all_weights = _weight_counts(model)
+    if spec.run is None:
+        # The dense reference keeps every weight; count them over all Linear/Conv layers.
+        kept, total = nonzero, all_weights
     row = {
         "method": spec.name,
         "label": spec.label,
@@ -189,7 +207,7 @@ def run_method(
     if "report" in info:
         row["layers"] = info["report"].get("layers")
     _logger.info("%s at %.3f: top-1 %.2f %%", spec.label, target, top1)
-    return row
+    return (row, model) if return_model else row
 
 
 def planned_runs(methods: Sequence[str], sparsities: Sequence[float]) -> list[tuple[MethodSpec, float]]:
@@ -206,10 +224,3 @@ def planned_runs(methods: Sequence[str], sparsities: Sequence[float]) -> list[tu
         runs.extend((spec, sparsity) for sparsity in sparsities)
     return runs
 
-
-def masked_sparsity(model: nn.Module) -> float:
-    """Return the fraction of zeros over the masked weights of ``model`` (0 if none are masked)."""
-    masks = list(masks_of(model).values())
-    if not masks:
-        return 0.0
-    return sparsity_of(torch.cat([mask.reshape(-1) for mask in masks]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from collections.abc import Sequence
@@ -12,7 +13,19 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["format_table", "machine_info", "plot_results", "write_json"]
+__all__ = ["cpu_name", "format_table", "machine_info", "plot_results", "write_json"]
+
+
+def cpu_name() -> str:
+    """Return the CPU model (from /proc/cpuinfo on Linux), else what ``platform`` reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict:
@@ -25,7 +38,8 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "flexhinm": __version__,
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_name(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
     }

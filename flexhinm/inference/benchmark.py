@@ -154,7 +154,7 @@ def iter_benchmark(config: BenchmarkConfig, *, progress: bool = False) -> Iterat
     device = torch.device(config.device)
     pairs = [(name, dtype) for name in config.shapes for dtype in config.dtypes]
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         pairs = tqdm(pairs, desc="shapes")
 

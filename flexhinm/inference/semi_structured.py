@@ -125,10 +125,9 @@ def check_nm_pattern(weight: torch.Tensor, *, n: int = 2, m: int = 4, name: str 
     first = weight[row, group * m:(group + 1) * m]
     raise ValueError(
         f"{name} is not {n}:{m} sparse: {count} of {bad.numel()} groups of {m} consecutive values "
-        f"along a row hold more than {n} non-zeros (the first is row {row}, columns "
-        f"{group * m}..{group * m + m - 1}, with {int((first != 0).sum())} non-zeros); multiply the "
-        f"weight by an {n}:{m} mask (for example flexhinm.nm_mask(weight.abs(), n={n}, m={m})) "
-        f"before packing"
+        f"along a row hold more than {n} non-zero values. The first is row {row}, columns "
+        f"{group * m}..{group * m + m - 1}, with {int((first != 0).sum())} non-zero values. Prune "
+        f"the weight first, for example weight * flexhinm.nm_mask(weight.abs(), n={n}, m={m})"
     )
 
 
