@@ -99,6 +99,9 @@ from .training import (
     train_one_epoch,
 )
 
+# Gradual pruning
+from .gradual import GradualResult, Stage, default_stage_plan, gradual_prune
+
 # Inference: compact layers, 2:4 packing and Sparse Tensor Core capability
 from .inference import (
     CompactHiNMConv2d,
@@ -113,6 +116,7 @@ __all__ = [
     "CompactHiNMConv2d",
     "CompactHiNMLinear",
     "EligibilityReport",
+    "GradualResult",
     "GyroStats",
     "HardConcrete",
     "ImageDataset",
@@ -124,6 +128,7 @@ __all__ = [
     "PruneReport",
     "RegionCounts",
     "RegionLayout",
+    "Stage",
     "allocate_regions",
     "allocate_stages",
     "apply_masks",
@@ -137,6 +142,7 @@ __all__ = [
     "create_model",
     "cubic_sparsity",
     "cubic_stages",
+    "default_stage_plan",
     "detect_capability",
     "eligibility_report",
     "eligible_layers",
@@ -151,6 +157,7 @@ __all__ = [
     "gates_of",
     "gemm_shape",
     "global_unstructured_masks",
+    "gradual_prune",
     "gyro_input_permutation",
     "gyro_output_permutation",
     "gyro_permute",
