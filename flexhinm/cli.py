@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
 
-DEFAULT_METHODS = ("dense", "unstructured", "nm")
-DEFAULT_SPARSITIES = (0.5,)
+DEFAULT_METHODS = (
+    "dense", "unstructured", "nm", "ovw", "hinm", "hinm-gp", "flexhinm", "flexhinm-gp",
+)
+DEFAULT_SPARSITIES = (0.75, 0.875)
 
 
 def _sparsity(text: str) -> float:
@@ -61,12 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"training budget (default quick). {budget_help}")
     run.add_argument("--method", dest="methods", nargs="+", choices=sorted(METHODS),
                      default=list(DEFAULT_METHODS), metavar="METHOD",
-                     help=f"methods to compare, from {sorted(METHODS)}; 'nm' is 2:4 (always 50 %%); "
+                     help=f"methods to compare, from {sorted(METHODS)}; 'nm' is 2:4 (always 50 %%, "
+                     f"and unstructured is also run at 50 %% next to it); "
                      f"default: {' '.join(DEFAULT_METHODS)}")
     run.add_argument("--sparsity", dest="sparsities", nargs="+", type=_sparsity,
                      default=list(DEFAULT_SPARSITIES), metavar="FRACTION",
                      help="target sparsities, each the fraction of zeros in every pruned layer "
                      f"(0.75 = 75 %%); default: {' '.join(map(str, DEFAULT_SPARSITIES))}")
+    run.add_argument("--tile-rows", type=_positive_int, default=16, metavar="ROWS",
+                     help="output rows per tile of the hierarchical methods (default 16: ResNet-20 "
+                     "layers have 16 to 64 output rows, so 64-row tiles would leave one tile per "
+                     "layer and nothing for Gyro-Permutation to move)")
+    run.add_argument("--score", default="magnitude",
+                     choices=["magnitude", "taylor", "fisher", "fisher-block"],
+                     help="importance score (default magnitude, |w|)")
     run.add_argument("--model", default="resnet20", help="model name from the registry (default resnet20)")
     run.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagenette"],
                      help="data set (default cifar10)")
@@ -126,6 +136,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         device=args.device,
         use_cache=not args.no_cache,
         progress=not args.no_progress,
+        tile_rows=args.tile_rows,
+        score=args.score,
         out_dir=args.out,
         command="flexhinm " + shlex.join(argv),
     )

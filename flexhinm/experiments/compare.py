@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..gradual import default_stage_plan, gradual_prune
 from ..prune import prune_model
 from ..sparsify import masks_of
 from ..training import evaluate, fit
@@ -26,6 +27,7 @@ __all__ = [
     "MethodContext",
     "MethodSpec",
     "finetune",
+    "gradual_prune_and_finetune",
     "planned_runs",
     "prune_and_finetune",
     "register_method",
@@ -37,7 +39,19 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class MethodContext:
-    """What a method needs besides the model: data, budget, seed, device and progress bars."""
+    """What a method needs besides the model.
+
+    Attributes:
+        train_loader: fine-tuning batches.
+        eval_loader: evaluation batches.
+        budget: fine-tuning epochs and learning rate.
+        seed: seeds every fine-tune and permutation.
+        device: training device; default CUDA when available.
+        progress: show tqdm bars.
+        tile_rows: rows per tile of the region methods. Layers whose output rows it does not
+            divide fall back to 64, 32, 16 or 8 (see :func:`flexhinm.prune_model`).
+        score: importance score name for every method (see :func:`flexhinm.importance.compute_scores`).
+    """
 
     train_loader: object
     eval_loader: object
@@ -45,6 +59,15 @@ class MethodContext:
     seed: int = 0
     device: torch.device | str | None = None
     progress: bool = True
+    tile_rows: int = 64
+    score: str = "magnitude"
+
+    def prune_options(self) -> dict:
+        """Return the keywords every runner passes to :func:`flexhinm.prune_model`."""
+        options = {"score": self.score}
+        if self.score != "magnitude":
+            options.update(loader=self.train_loader, score_options={"num_batches": 4})
+        return options
 
 
 @dataclass(frozen=True)
@@ -89,10 +112,52 @@ def prune_and_finetune(method: str, **prune_options) -> Callable[[nn.Module, flo
     """Return a runner that prunes with :func:`flexhinm.prune_model`, then fine-tunes."""
 
     def run(model: nn.Module, sparsity: float, context: MethodContext) -> dict:
-        report = prune_model(model, method, sparsity, **prune_options)
+        options = {**context.prune_options(), **prune_options}
+        if method in ("ovw", "hinm", "flexhinm"):
+            options.setdefault("tile_rows", context.tile_rows)
+        report = prune_model(model, method, sparsity, **options)
         top1_pruned = evaluate(model, context.eval_loader, device=context.device).top1
         history = finetune(model, context)
         return {"top1_pruned": top1_pruned, "history": history, "report": report.to_dict()}
+
+    return run
+
+
+def gradual_prune_and_finetune(
+    method: str = "flexhinm", *, num_stages: int = 4, **gradual_options
+) -> Callable[[nn.Module, float, MethodContext], dict]:
+    """Return a runner that prunes in gradual stages with :func:`flexhinm.gradual.gradual_prune`.
+
+    The stages share exactly the budget's fine-tuning steps, ``finetune_epochs *
+    len(train_loader)``, which is what :func:`finetune` trains a one-shot method for. The targets
+    follow :func:`flexhinm.gradual.default_stage_plan`. The result has no ``top1_pruned`` (it is
+    ``None``): the accuracy right after the first stage's masks is ``top1_first_stage``.
+
+    Args:
+        method: region method of the stages.
+        num_stages: number of stages.
+        gradual_options: more keywords for :func:`~flexhinm.gradual.gradual_prune`, such as
+            ``permutation`` or ``learn_masks``.
+    """
+
+    def run(model: nn.Module, sparsity: float, context: MethodContext) -> dict:
+        budget = context.budget
+        total_steps = budget.finetune_epochs * len(context.train_loader)
+        stages = default_stage_plan(sparsity, total_steps, num_stages=num_stages)
+        result = gradual_prune(
+            model, stages, context.train_loader, context.eval_loader, method=method,
+            lr=budget.finetune_lr, weight_decay=budget.weight_decay, seed=context.seed,
+            device=context.device, progress=context.progress, channels_last=True,
+            **{"tile_rows": context.tile_rows, **context.prune_options(), **gradual_options},
+        )
+        return {
+            # No model sits at the final target untrained, so there is no "right after pruning"
+            # accuracy; the first stage's value is kept under its own name.
+            "top1_pruned": None,
+            "top1_first_stage": result.top1_pruned,
+            "history": result.history(),
+            "report": result.report.to_dict(),
+        }
 
     return run
 
@@ -134,10 +199,26 @@ register_method(
 )
 register_method(
     MethodSpec(
+        "hinm-gp",
+        "HiNM-GP",
+        prune_and_finetune("hinm", permutation="gyro"),
+        description="HiNM after Gyro-Permutation of output and input channels",
+    )
+)
+register_method(
+    MethodSpec(
         "flexhinm",
         "FlexHiNM",
         prune_and_finetune("flexhinm"),
         description="pruned, 2:4 and dense regions per tile, searched per layer",
+    )
+)
+register_method(
+    MethodSpec(
+        "flexhinm-gp",
+        "FlexHiNM-GP",
+        gradual_prune_and_finetune("flexhinm", permutation="gyro"),
+        description="FlexHiNM after Gyro-Permutation, 4 gradual stages with learned 2:4 masks",
     )
 )
 
@@ -204,6 +285,8 @@ def run_method(
         "top1": top1,
         "seconds": time.perf_counter() - start,
     }
+    if "top1_first_stage" in info:
+        row["top1_first_stage"] = info["top1_first_stage"]
     if "report" in info:
         row["layers"] = info["report"].get("layers")
     _logger.info("%s at %.3f: top-1 %.2f %%", spec.label, target, top1)
@@ -211,16 +294,28 @@ def run_method(
 
 
 def planned_runs(methods: Sequence[str], sparsities: Sequence[float]) -> list[tuple[MethodSpec, float]]:
-    """Return the (method, sparsity) pairs to run: fixed-sparsity methods and dense run once."""
+    """Return the (method, sparsity) pairs to run.
+
+    Dense and fixed-sparsity methods (2:4) run once. Every other method runs at each of
+    ``sparsities``; ``"unstructured"`` also runs at the fixed sparsity of each selected method,
+    so 2:4 has an unstructured counterpart at the same sparsity.
+
+    Example:
+        >>> [(spec.name, s) for spec, s in planned_runs(["nm", "unstructured"], [0.75])]
+        [('nm', 0.5), ('unstructured', 0.5), ('unstructured', 0.75)]
+    """
     unknown = [name for name in methods if name not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    fixed = {METHODS[name].fixed_sparsity for name in methods} - {None}
+
     runs = []
-    for name in methods:
+    for name in dict.fromkeys(methods):
         spec = METHODS[name]
         if spec.run is None or spec.fixed_sparsity is not None:
             runs.append((spec, spec.fixed_sparsity or 0.0))
             continue
-        runs.extend((spec, sparsity) for sparsity in sparsities)
+        targets = sorted(set(sparsities) | fixed) if name == "unstructured" else sparsities
+        runs.extend((spec, sparsity) for sparsity in targets)
     return runs
 

@@ -52,6 +52,8 @@ def run_comparison(
     device: torch.device | str | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    tile_rows: int = 64,
+    score: str = "magnitude",
     out_dir: str | os.PathLike | None = None,
     command: str | None = None,
 ) -> Comparison:
@@ -68,6 +70,8 @@ def run_comparison(
         device: default CUDA when available.
         use_cache: reuse a cached baseline trained with the same settings.
         progress: tqdm bars.
+        tile_rows: rows per tile of the region methods (falls back to 32, 16, 8 per layer).
+        score: importance score of every method: ``"magnitude"``, ``"taylor"``, ``"fisher"``...
         out_dir: if given, ``results.json`` and ``results.png`` are written there (rank 0).
         command: the command line, stored in the JSON.
 
@@ -91,7 +95,9 @@ def run_comparison(
         progress=progress,
         loaders=loaders,
     )
-    context = MethodContext(loaders[0], loaders[1], budget, seed, device, progress)
+    context = MethodContext(
+        loaders[0], loaders[1], budget, seed, device, progress, tile_rows=tile_rows, score=score
+    )
 
     rows = []
     for spec, sparsity in runs:
@@ -108,6 +114,8 @@ def run_comparison(
         "train_images": len(train_data),
         "eval_images": len(eval_data),
         "budget": budget.to_dict(),
+        "tile_rows": tile_rows,
+        "score": score,
         "seed": seed,
         "seconds": time.perf_counter() - start,
     }
