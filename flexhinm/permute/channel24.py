@@ -35,7 +35,7 @@ from .._checks import check_nm
 from ..gemm import from_gemm
 from ..masks import nm_mask_2d
 from ..regions.tiles import top_n_sum
-from ._args import check_count, gemm_importance, make_generator, progress_bar
+from ._args import check_count, gemm_importance, make_generator, progress_bar, single_torch_thread
 from .cost import CHUNK_ELEMENTS
 from .stats import PhaseStats
 
@@ -115,6 +115,7 @@ def _apply_splits(view_t, order, pairing, members, chosen, first, second, n, sta
     return float(gain[accepted].sum())
 
 
+@single_torch_thread
 def channel_permutation_24(
     scores: torch.Tensor,
     *,

@@ -31,6 +31,8 @@ import torch
 from ..regions.layout import RegionLayout
 from ..regions.tiles import nm_keep_for, top_n_sum
 from ._args import (
+    available_cpus,
+    single_torch_thread,
     check_count,
     check_schedule,
     check_tile_rows,
@@ -59,6 +61,7 @@ def _vector_retained(matrix: torch.Tensor, order: torch.Tensor, tile_rows: int,
     return sums, float(top_k_sum(sums, kept_columns).sum())
 
 
+@single_torch_thread
 def gyro_output_permutation(
     scores: torch.Tensor,
     tile_rows: int = 64,
@@ -212,12 +215,12 @@ def _propose_exchange(tile_scores: torch.Tensor, slots: torch.Tensor, n: int, m:
     incoming = grouped.gather(3, slots[:, None, :, None].expand(tiles, rows, groups, 1))[..., 0]
     retained = replacement_retained(fixed.float(), incoming.float(), n)   # (tiles, groups, groups)
 
-    # scipy releases the GIL while it solves, so the tiles' assignments run in parallel threads,
-    # as many as torch is allowed to use.
+    # scipy releases the GIL while it solves, so large assignments of several tiles run in
+    # parallel threads, one per CPU. Small ones finish faster than a thread pool starts.
     def solve(tile: int) -> torch.Tensor:
         return linear_assignment(retained[tile], maximize=True)
 
-    workers = min(torch.get_num_threads(), tiles)
+    workers = min(available_cpus(), tiles) if groups >= 64 else 1
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             chosen = list(pool.map(solve, range(tiles)))
@@ -231,6 +234,7 @@ def _propose_exchange(tile_scores: torch.Tensor, slots: torch.Tensor, n: int, m:
     return index
 
 
+@single_torch_thread
 def gyro_input_permutation(
     scores: torch.Tensor,
     layout: RegionLayout,

@@ -29,7 +29,7 @@ from ..regions.counts import check_region_method, select_vector_sparsity
 from ..regions.tiles import check_scores
 from .channel24 import channel_permutation_24, permuted_nm_mask
 from .gyro import DEFAULT_SCHEDULE, gyro_input_permutation, gyro_output_permutation
-from ._args import make_generator
+from ._args import make_generator, single_torch_thread
 from .stats import GyroStats
 
 __all__ = ["gyro_permute", "output_kept_columns"]
@@ -64,6 +64,7 @@ def output_kept_columns(
     return counts.nm + counts.dense
 
 
+@single_torch_thread
 def gyro_permute(
     scores: torch.Tensor,
     sparsity: float,
