@@ -11,8 +11,11 @@ anywhere in ``[lo(t), t]``, with ``lo(t) = max(0, 2t - 1)`` for 2:4 (the HiNM en
 the first stage. Its relative position ``p = (v - lo) / (t - lo)`` in that interval is then kept
 at every stage: ``v_k = lo(t_k) + p * (t_k - lo(t_k))``. For 2:4 and ``t >= 0.5`` the dense
 fraction is then ``p * (1 - t)``, and the N:M fraction is ``2 (1 - p)(1 - t)``. Both shrink as
-``t`` grows, so every stage moves some dense columns into the N:M region, where they get fresh
-gates, and prunes some N:M groups. That is the stage-to-stage movement FlexHiNM describes. With
+``t`` grows, so each stage takes columns out of the dense region and removes N:M groups. Whether
+a dense column moves into the N:M region (with fresh gates) or is pruned is decided by the
+monotone allocation, which values a new group at ``n/m`` of its summed importance; on a synthetic
+matrix with outlier columns most leaving columns were pruned, and stages after the first created
+0 or 1 new groups. With
 ``boundary="stage"`` every stage searches its own boundary among the monotone candidates. On
 magnitude scores, a first target of 50 % then puts every column into the N:M region, because
 2:4 everywhere keeps more importance than pruning half the columns. No dense column is left for

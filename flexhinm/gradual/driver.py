@@ -120,8 +120,8 @@ def gradual_prune(
         permutation: ``"gyro"`` for Gyro-Permutation before the first stage (then fixed), or
             ``None``.
         boundary: FlexHiNM only. ``"final"`` searches the boundary between the regions once, at
-            the final target, and keeps its relative position in every stage, so dense columns
-            move into the N:M region at every stage. ``"stage"`` searches at every stage (see
+            the final target, and keeps its relative position in every stage, so the dense
+            region shrinks at every stage. ``"stage"`` searches at every stage (see
             :mod:`flexhinm.gradual.allocate`).
         learn_masks: ``True`` learns the 2:4 choice of new groups with gates. ``False`` keeps the
             2:4 choice of the importance scores (the same stages without mask learning).
