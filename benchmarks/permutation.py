@@ -3,7 +3,7 @@
 Workloads:
 
 * every eligible layer of a ResNet-20. ``--model-checkpoint`` takes a file from
-  ``flexhinm.training.save_checkpoint`` or a plain state dict. Without it the ResNet-20 is randomly
+  ``flexhinm.train.save_checkpoint`` or a plain state dict. Without it the ResNet-20 is randomly
   initialised (seed ``--seed``), and its numbers tell little about trained layers. Its tiles have
   ``--resnet-tile-rows`` rows (16 by default): ResNet-20 layers have 16, 32 or 64 output rows, and
   with one tile per layer the output-channel phase has nothing to exchange;
@@ -104,7 +104,7 @@ def load_resnet20(checkpoint: Path | None, seed: int) -> tuple[torch.nn.Module, 
     model = create_model("resnet20")
     if checkpoint is None:
         return model, f"random init (seed {seed})"
-    from flexhinm.training import load_checkpoint
+    from flexhinm.train import load_checkpoint
 
     try:
         load_checkpoint(checkpoint, model)

@@ -3,7 +3,7 @@
 Workloads:
 
 * every eligible layer of a ResNet-20. ``--model-checkpoint`` takes a file from
-  ``flexhinm.training.save_checkpoint`` or a plain state dict. Without it the ResNet-20 is randomly
+  ``flexhinm.train.save_checkpoint`` or a plain state dict. Without it the ResNet-20 is randomly
   initialised (seed 0), and its numbers tell little about trained layers;
 * seeded random heavy-tailed matrices, 768 x 768 and 768 x 3072 (``|w|`` of Student-t weights with
   3 degrees of freedom), tiles of 64 rows.
@@ -94,7 +94,7 @@ def load_resnet20(checkpoint: Path | None, seed: int) -> tuple[torch.nn.Module, 
     model = create_model("resnet20")
     if checkpoint is None:
         return model, f"random init (seed {seed})"
-    from flexhinm.training import load_checkpoint
+    from flexhinm.train import load_checkpoint
 
     try:
         load_checkpoint(checkpoint, model)

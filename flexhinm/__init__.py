@@ -88,7 +88,7 @@ from .data import ImageDataset, load_dataset, make_loader, make_loaders
 from .models import create_model, list_models, register_model
 
 # Training
-from .training import (
+from .train import (
     evaluate,
     fit,
     load_checkpoint,

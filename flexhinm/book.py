@@ -41,7 +41,7 @@ def setup_notebook(seed: int = 0, *, threads: int | None = None) -> dict:
         ``threads``, ``colab`` and ``download`` (``True`` on Colab, where the full CIFAR-10 is
         fetched because no local copy exists).
     """
-    from .training import seed_everything
+    from .train import seed_everything
 
     threads = threads or int(os.environ.get("FLEXHINM_THREADS", "0")) or None
     if threads:

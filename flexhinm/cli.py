@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .experiments import get_budget, run_comparison
-    from .training.distributed import is_main_process
+    from .train.distributed import is_main_process
 
     budget = get_budget(args.budget).with_overrides(
         dense_epochs=args.epochs,

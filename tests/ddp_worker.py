@@ -21,8 +21,8 @@ def main(out: Path) -> None:
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     from flexhinm import apply_masks, nm_mask
-    from flexhinm.training import distributed, fit
-    from flexhinm.training.model_state import model_state
+    from flexhinm.train import distributed, fit
+    from flexhinm.train.model_state import model_state
 
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])

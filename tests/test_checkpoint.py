@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import flexhinm
 from flexhinm import apply_masks, masks_of, nm_mask
-from flexhinm.training import (
+from flexhinm.train import (
     CHECKPOINT_FORMAT_VERSION,
     fit,
     load_checkpoint,
@@ -24,7 +24,7 @@ from flexhinm.training import (
     seed_everything,
     train_one_epoch,
 )
-from flexhinm.training.model_state import load_model_state, model_state
+from flexhinm.train.model_state import load_model_state, model_state
 
 
 def make_model(seed: int = 0) -> nn.Module:

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from flexhinm import apply_masks, nm_mask
-from flexhinm.training import distributed, load_checkpoint, read_checkpoint, save_checkpoint
+from flexhinm.train import distributed, load_checkpoint, read_checkpoint, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("ddp_worker.py")

@@ -477,7 +477,7 @@ def test_gradual_resume_false_starts_over(tmp_path):
 
 def test_read_stage_checkpoint_rejects_plain_checkpoint(tmp_path):
     """A flexhinm checkpoint without gradual state is named as such."""
-    from flexhinm.training import save_checkpoint
+    from flexhinm.train import save_checkpoint
 
     path = save_checkpoint(tmp_path / "plain.pt", nn.Linear(4, 2))
     with pytest.raises(ValueError, match="not a gradual stage checkpoint"):

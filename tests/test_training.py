@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from flexhinm import apply_masks, masks_of, nm_mask
-from flexhinm.training import (
+from flexhinm.train import (
     cosine_lr_factor,
     evaluate,
     fit,
@@ -534,7 +534,7 @@ def test_fit_empty_loader():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fit_on_cuda_channels_last(tmp_path):
     """On CUDA, fit defaults to channels-last, learns, and its checkpoint loads on the CPU."""
-    from flexhinm.training import load_checkpoint
+    from flexhinm.train import load_checkpoint
 
     model = make_model()
     apply_masks(model, {"4.weight": nm_mask(model[4].weight.detach().abs())})

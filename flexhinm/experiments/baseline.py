@@ -22,8 +22,8 @@ from torch import nn
 from ..data import make_loaders
 from ..data.loaders import BatchLoader
 from ..models import create_model
-from ..training import fit, load_checkpoint, save_checkpoint
-from ..training.distributed import barrier, is_main_process
+from ..train import fit, load_checkpoint, save_checkpoint
+from ..train.distributed import barrier, is_main_process
 from .budgets import Budget
 
 __all__ = ["Baseline", "cache_dir", "data_loaders", "pretrained_baseline"]
@@ -46,7 +46,7 @@ class Baseline:
         model: the trained network (in eval mode).
         test_top1: top-1 accuracy on the evaluation images, in percent.
         record: JSON-ready facts: settings, data source and size, seconds, cache path.
-        history: one dict per epoch from :func:`flexhinm.training.fit` (also when loaded from cache).
+        history: one dict per epoch from :func:`flexhinm.train.fit` (also when loaded from cache).
     """
 
     model: nn.Module

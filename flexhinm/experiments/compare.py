@@ -19,7 +19,7 @@ from torch import nn
 from ..gradual import default_stage_plan, gradual_prune
 from ..prune import prune_model
 from ..sparsify import masks_of
-from ..training import evaluate, fit
+from ..train import evaluate, fit
 from .budgets import Budget
 
 __all__ = [

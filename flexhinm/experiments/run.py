@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..training.distributed import init_distributed, is_main_process
+from ..train.distributed import init_distributed, is_main_process
 from .baseline import data_loaders, pretrained_baseline
 from .budgets import Budget
 from .compare import MethodContext, planned_runs, run_method

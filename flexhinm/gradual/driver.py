@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..gates import gates_of
-from ..training import make_optimizer, make_scheduler, seed_everything
-from ..training.distributed import default_device, world_size
-from ..training.model_state import plain_parameter_name
+from ..train import make_optimizer, make_scheduler, seed_everything
+from ..train.distributed import default_device, world_size
+from ..train.model_state import plain_parameter_name
 from .config import GradualConfig
 from .loop import BatchStream
 from .records import GateTracker, GradualResult

@@ -13,7 +13,7 @@ from torch import nn
 from ..gates import NMGates, apply_nm_gates, entered_groups, gate_param_group, harden_gates
 from ..regions import RegionLayout
 from ..sparsify import apply_masks
-from ..training import evaluate, make_scheduler
+from ..train import evaluate, make_scheduler
 from .allocate import (
     changed_choices,
     first_stage_layouts,

@@ -1,6 +1,6 @@
 """Stage checkpoints of gradual pruning: written after every stage, read to resume exactly.
 
-A stage checkpoint is an ordinary :func:`flexhinm.training.save_checkpoint` file. It contains the
+A stage checkpoint is an ordinary :func:`flexhinm.train.save_checkpoint` file. It contains the
 model (dense weights and the hardened masks), the SGD state, the scheduler state when one cosine
 spans the run, and the random state of every generator. Its ``extra["gradual"]`` entry contains
 the rest, as tensors and plain values:
@@ -34,8 +34,8 @@ from torch import nn
 
 from ..prune_report import LayerPruning, PruneReport
 from ..regions import RegionLayout
-from ..training import apply_checkpoint, read_checkpoint, save_checkpoint
-from ..training.model_state import model_state
+from ..train import apply_checkpoint, read_checkpoint, save_checkpoint
+from ..train.model_state import model_state
 from .config import GradualConfig
 from .records import GateTracker, StageRecord
 from .stages import Stage

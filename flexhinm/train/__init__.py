@@ -7,7 +7,7 @@
   normalisation parameters) and the cosine schedule that :func:`fit` uses.
 * :func:`save_checkpoint` / :func:`load_checkpoint`: files that load with
   ``torch.load(..., weights_only=True)`` and keep masks, optimizer, scheduler and random states.
-* :mod:`flexhinm.training.distributed`: process-group helpers (``rank()``, ``world_size()`` ...).
+* :mod:`flexhinm.train.distributed`: process-group helpers (``rank()``, ``world_size()`` ...).
 
 Accuracy is top-1 in percent (0 to 100) throughout.
 """

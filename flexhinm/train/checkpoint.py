@@ -5,7 +5,7 @@ A checkpoint is a dict of tensors, dicts, lists, tuples, strings, numbers, boole
 * ``format`` (``"flexhinm-checkpoint"``), ``format_version``, ``flexhinm_version``,
   ``torch_version``;
 * ``model``: the state dict under plain names, with dense weights (see
-  :mod:`flexhinm.training.model_state`), and ``masks``: parameter name to bool mask;
+  :mod:`flexhinm.train.model_state`), and ``masks``: parameter name to bool mask;
 * ``optimizers`` / ``optimizer_parameter_names`` / ``schedulers``: one entry per optimizer or
   scheduler, in the order given;
 * ``epoch``: completed epochs (or ``None``); ``rng_states``: one :func:`get_rng_state` dict per
@@ -101,7 +101,7 @@ def save_checkpoint(
 ) -> Path:
     """Write model, masks, optimizer, scheduler and random state to ``path`` atomically.
 
-    Under DDP, call this on rank 0 only (:func:`flexhinm.training.fit` does); the DDP wrapper is
+    Under DDP, call this on rank 0 only (:func:`flexhinm.train.fit` does); the DDP wrapper is
     removed first, so no key starts with ``module.``. Parent folders are created.
 
     Args:
@@ -190,7 +190,7 @@ def read_checkpoint(path: str | PathLike, *, map_location: Any = "cpu") -> dict[
         reason = message.splitlines()[0][:200] if message else type(error).__name__
         raise ValueError(
             f"{str(path)!r} is not a flexhinm checkpoint: torch.load(weights_only=True) failed "
-            f"({reason}); pass a file written by flexhinm.training.save_checkpoint"
+            f"({reason}); pass a file written by flexhinm.train.save_checkpoint"
         ) from error
 
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:

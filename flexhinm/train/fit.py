@@ -131,9 +131,9 @@ def fit(
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place with SGD and a cosine learning rate, evaluating after every epoch.
 
-    The learning rate follows :func:`~flexhinm.training.cosine_lr_factor` per iteration: an
+    The learning rate follows :func:`~flexhinm.train.cosine_lr_factor` per iteration: an
     optional linear warm-up, then a cosine decay to 0 at the last step. Biases and
-    normalisation parameters get no weight decay (see :func:`~flexhinm.training.make_optimizer`).
+    normalisation parameters get no weight decay (see :func:`~flexhinm.train.make_optimizer`).
     Masked models (``flexhinm.apply_masks``) train as they are; pruned weights stay zero.
 
     Args:
@@ -155,7 +155,7 @@ def fit(
             continues after its last epoch. On the same device, thread count and loader, it
             repeats the uninterrupted run exactly.
         progress: show tqdm bars (rank 0 only).
-        extra_param_groups: more SGD groups (see :func:`~flexhinm.training.make_optimizer`).
+        extra_param_groups: more SGD groups (see :func:`~flexhinm.train.make_optimizer`).
         extra_optimizers: optimizers that own other parameters (for example Adam for gate
             logits). They are stepped every batch at their own constant learning rate and are
             saved in checkpoints; their parameters are kept out of SGD.
@@ -164,7 +164,7 @@ def fit(
         grad_clip: maximum gradient L2 norm, or ``None``.
         channels_last: channels-last model and inputs; default ``True`` on CUDA only.
         deterministic: request deterministic kernels (see
-            :func:`~flexhinm.training.seed_everything`).
+            :func:`~flexhinm.train.seed_everything`).
         on_epoch_end: called with each epoch's history record, on every process.
 
     Returns:
