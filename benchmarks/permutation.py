@@ -29,11 +29,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,9 +40,12 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402 (after the path set-up, so that an uninstalled checkout works)
 
-from flexhinm import create_model, eligibility_report, nm_mask  # noqa: E402
+from flexhinm import eligibility_report, nm_mask  # noqa: E402
+from flexhinm.system import load_average  # noqa: E402
 from flexhinm.permute import channel_permutation_24, gyro_permute, permuted_nm_mask  # noqa: E402
 from flexhinm.regions import allocate_regions  # noqa: E402
+
+from _common import heavy_tailed, load_resnet20, machine_info  # noqa: E402
 
 SPARSITIES = (0.75, 0.875)
 METHODS = ("ovw", "hinm", "flexhinm")
@@ -75,50 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-resnet", action="store_true", help="only the random matrices")
     parser.add_argument("--skip-matrices", action="store_true", help="only the ResNet-20 layers")
     return parser.parse_args(argv)
-
-
-def machine_info(threads: int) -> dict:
-    """Return CPU, core count, load, torch and Python versions, thread count, date and command."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_start": list(os.getloadavg()),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "torch_threads": threads,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
-    }
-
-
-def load_resnet20(checkpoint: Path | None, seed: int) -> tuple[torch.nn.Module, str]:
-    """Return a ResNet-20 and a description of its weights."""
-    torch.manual_seed(seed)
-    model = create_model("resnet20")
-    if checkpoint is None:
-        return model, f"random init (seed {seed})"
-    from flexhinm.train import load_checkpoint
-
-    try:
-        load_checkpoint(checkpoint, model)
-    except ValueError:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    return model, f"checkpoint {checkpoint}"
-
-
-def heavy_tailed(shape: tuple[int, int], seed: int) -> torch.Tensor:
-    """Return ``|w|`` of Student-t (3 degrees of freedom) weights, seeded."""
-    generator = torch.Generator().manual_seed(seed)
-    normal = torch.randn(shape, generator=generator)
-    chi_square = torch.randn(3, *shape, generator=generator).square().sum(0)
-    return (normal / (chi_square / 3).sqrt()).abs()
 
 
 def timed(function):
@@ -214,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.extend(layer_rows(name, scores, args.tile_rows, args.seed))
             print(f"done {name}", file=sys.stderr, flush=True)
 
-    machine["load_average_end"] = list(os.getloadavg())
+    machine["load_average_end"] = load_average()
     print(f"ResNet-20 weights: {weights}; scores |w|; torch threads={args.threads}; "
           f"load average {machine['load_average_start'][0]:.1f} -> "
           f"{machine['load_average_end'][0]:.1f} on {machine['cpu_count']} CPUs")

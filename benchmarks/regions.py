@@ -24,11 +24,7 @@ per workload, method and sparsity, and the FlexHiNM retained-importance curves) 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -42,7 +38,6 @@ import torch  # noqa: E402 (after the path set-up, so that an uninstalled checko
 
 from flexhinm import (  # noqa: E402
     compute_scores,
-    create_model,
     eligibility_report,
     nm_mask,
     prune_model,
@@ -50,6 +45,8 @@ from flexhinm import (  # noqa: E402
     unstructured_mask,
 )
 from flexhinm.regions import allocate_regions  # noqa: E402
+
+from _common import heavy_tailed, load_resnet20, machine_info  # noqa: E402
 
 SPARSITIES = (0.75, 0.875, 0.9)
 REGION_METHODS = ("ovw", "hinm", "flexhinm")
@@ -67,48 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each search (median kept)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random matrices and the random init")
     return parser.parse_args(argv)
-
-
-def machine_info(threads: int) -> dict:
-    """Return CPU, core count, torch and Python versions, thread count, date and command."""
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "torch_threads": threads,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
-    }
-
-
-def load_resnet20(checkpoint: Path | None, seed: int) -> tuple[torch.nn.Module, str]:
-    """Return a ResNet-20 and a description of its weights."""
-    torch.manual_seed(seed)
-    model = create_model("resnet20")
-    if checkpoint is None:
-        return model, f"random init (seed {seed})"
-    from flexhinm.train import load_checkpoint
-
-    try:
-        load_checkpoint(checkpoint, model)
-    except ValueError:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    return model, f"checkpoint {checkpoint}"
-
-
-def heavy_tailed(shape: tuple[int, int], seed: int) -> torch.Tensor:
-    """Return ``|w|`` of Student-t (3 degrees of freedom) weights, seeded."""
-    generator = torch.Generator().manual_seed(seed)
-    normal = torch.randn(shape, generator=generator)
-    chi_square = torch.randn(3, *shape, generator=generator).square().sum(0)
-    return (normal / (chi_square / 3).sqrt()).abs()
 
 
 def median_time(function, repeats: int) -> tuple[float, object]:

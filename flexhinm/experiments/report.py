@@ -13,19 +13,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_name", "format_table", "machine_info", "plot_results", "write_json"]
+from ..system import cpu_name
 
-
-def cpu_name() -> str:
-    """Return the CPU model (from /proc/cpuinfo on Linux), else what ``platform`` reports."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+__all__ = ["format_table", "machine_info", "plot_results", "write_json"]
 
 
 def machine_info() -> dict:

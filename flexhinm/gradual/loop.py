@@ -22,21 +22,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ..gates import NMGates, clamp_log_alpha_, gate_loss_terms, set_temperature
+from ..train.loops import set_loader_epoch
 from .config import GradualConfig
 from .records import GateTracker
 from .stages import stage_temperature
 
-__all__ = ["BatchStream", "set_loader_epoch", "train_stage"]
-
-
-def set_loader_epoch(loader: Iterable, epoch: int) -> None:
-    """Tell the loader (or its sampler) which epoch comes next, when it supports that."""
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
-        return
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
+__all__ = ["BatchStream", "train_stage"]
 
 
 class BatchStream:

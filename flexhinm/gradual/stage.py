@@ -22,7 +22,8 @@ from .allocate import (
     score_layers,
 )
 from .config import GradualConfig
-from .loop import BatchStream, set_loader_epoch, train_stage
+from ..train.loops import set_loader_epoch
+from .loop import BatchStream, train_stage
 from .records import StageRecord, layer_summary, overall_sparsity
 from .stages import Stage
 from .state import RunState

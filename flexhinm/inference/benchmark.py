@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..masks import nm_mask
+from ..system import cpu_name, load_average
 from .capability import detect_capability
 from .compact import CompactHiNMLinear
 from .tiled_gemm import COMPACT_BACKENDS
@@ -336,21 +337,11 @@ def environment_info(device: str = "cpu") -> dict:
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "machine": platform.machine(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average": (load_average() or [None])[0],
     })
     return info
 
 
-def _cpu_name() -> str:
-    """Return the CPU model from /proc/cpuinfo on Linux, else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .distributed import rank, world_size
+from .loops import as_list
 from .model_state import (
     load_model_state,
     load_optimizer_state,
@@ -55,14 +56,6 @@ Optimizers = Union[torch.optim.Optimizer, Sequence[torch.optim.Optimizer], None]
 Schedulers = Union[torch.optim.lr_scheduler.LRScheduler, Sequence[Any], None]
 
 _PLAIN_TYPES = (str, int, float, bool, type(None))
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
 
 
 def _check_weights_only_types(value: Any, where: str) -> None:
@@ -124,8 +117,8 @@ def save_checkpoint(
     """
     path = Path(path)
     state, masks = model_state(model)
-    optimizers = _as_list(optimizer)
-    schedulers = _as_list(scheduler)
+    optimizers = as_list(optimizer)
+    schedulers = as_list(scheduler)
     if rng_states is None:
         rng_states = [get_rng_state()]
 
@@ -233,7 +226,7 @@ def apply_checkpoint(
     if model is not None:
         load_model_state(model, checkpoint["model"], checkpoint["masks"])
 
-    optimizers = _as_list(optimizer)
+    optimizers = as_list(optimizer)
     if optimizers:
         saved = checkpoint["optimizers"]
         names = checkpoint.get("optimizer_parameter_names") or [None] * len(saved)
@@ -245,7 +238,7 @@ def apply_checkpoint(
         for item, saved_state, saved_names in zip(optimizers, saved, names):
             load_optimizer_state(item, saved_state, saved_names, model)
 
-    schedulers = _as_list(scheduler)
+    schedulers = as_list(scheduler)
     if schedulers:
         saved = checkpoint["schedulers"]
         if len(saved) != len(schedulers):

@@ -31,7 +31,7 @@ from .distributed import (
     world_size,
     wrap_ddp,
 )
-from .loops import LossFunction, evaluate, train_one_epoch
+from .loops import LossFunction, evaluate, set_loader_epoch, train_one_epoch
 from .optim import make_optimizer, make_scheduler
 from .seed import get_rng_state, seed_everything
 
@@ -64,16 +64,6 @@ def _steps_per_epoch(loader: Iterable) -> int:
     if steps == 0:
         raise ValueError("train_loader has no batches; check the data set and batch size")
     return steps
-
-
-def _set_epoch(loader: Iterable, epoch: int) -> None:
-    """Tell the loader (or its sampler) the epoch, so each epoch has its own seeded order."""
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
-        return
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
 
 
 def _warn_if_not_sharded(loader: Iterable) -> None:
@@ -237,7 +227,7 @@ def fit(
     }
 
     for epoch in range(start_epoch, epochs):
-        _set_epoch(train_loader, epoch)
+        set_loader_epoch(train_loader, epoch)
         started = time.perf_counter()
         epoch_lr = float(optimizer.param_groups[0]["lr"])
 

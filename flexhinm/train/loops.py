@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .distributed import all_reduce_sum, is_main_process, unwrap_model
 
-__all__ = ["EpochMetrics", "evaluate", "train_one_epoch"]
+__all__ = ["EpochMetrics", "as_list", "evaluate", "set_loader_epoch", "train_one_epoch"]
 
 _logger = logging.getLogger(__name__)
 
@@ -115,12 +115,23 @@ class _Totals:
         )
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
+    """Return ``value`` as a list: ``[]`` for ``None``, the items of a list or tuple, else ``[value]``."""
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
         return list(value)
     return [value]
+
+
+def set_loader_epoch(loader: Iterable, epoch: int) -> None:
+    """Tell the loader (or its sampler) which epoch comes next, so each epoch has its own order."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+        return
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
 
 
 def _progress_bar(loader: Iterable, description: str, progress: bool) -> tqdm:
@@ -181,8 +192,8 @@ def train_one_epoch(
     """
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip={grad_clip} is invalid; pass a positive norm or None")
-    optimizers = _as_list(optimizer)
-    schedulers = _as_list(scheduler)
+    optimizers = as_list(optimizer)
+    schedulers = as_list(scheduler)
     device = _resolve_device(model, device)
     plain_model = unwrap_model(model)
     parameters = _all_parameters(optimizers) if grad_clip is not None else []
