@@ -1,8 +1,8 @@
 """A dense baseline model trained once per machine and cached, so chapters and runs share it.
 
 The cache key is every setting that changes the trained weights: model, data set, its source and
-how many images were used, epochs, batch size, learning rate, weight decay, seed, and a format
-number that is raised whenever the training code changes what it produces.
+how many images were used, epochs, batch size, learning rate, weight decay and seed. It also holds
+a format number, raised whenever the training code changes what it produces.
 The cache folder is ``$FLEXHINM_CACHE/models`` or ``~/.cache/flexhinm/models``.
 """
 
@@ -111,7 +111,7 @@ def pretrained_baseline(
         loaders: ``(train, eval)`` loaders to use instead of building them from ``budget``.
 
     Returns:
-        A :class:`Baseline`; ``record["cached"]`` tells whether it was loaded.
+        A :class:`Baseline`. ``record["cached"]`` is ``True`` when it was loaded from the cache.
     """
     train_loader, eval_loader = loaders or data_loaders(
         dataset, budget, root=root, download=download, seed=seed

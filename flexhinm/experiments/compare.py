@@ -39,7 +39,7 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class MethodContext:
-    """What a method needs besides the model.
+    """Inputs of a method besides the model.
 
     Attributes:
         train_loader: fine-tuning batches.
