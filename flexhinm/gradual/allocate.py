@@ -21,6 +21,11 @@ magnitude scores, a first target of 50 % then puts every column into the N:M reg
 2:4 everywhere keeps more importance than pruning half the columns. No dense column is left for
 later stages, and the run ends as HiNM.
 
+With Gyro-Permutation the searched split is checked once more after the input phase, as in
+:func:`flexhinm.permute.gyro_permute`. When the HiNM split (the fewest pruned columns) retains more
+once its N:M columns are regrouped, the run uses it: ``p = 0`` with ``"final"``, or the HiNM split
+of the first stage with ``"stage"``.
+
 **Gyro-Permutation** runs once, before the first stage. Its output phase optimises the row order
 for the run's final target, not for the first stage's. The output phase decides which column
 vectors each tile can prune, so its row order is only as good as the kept-column count it
@@ -140,15 +145,46 @@ def first_stage_layouts(
             if permuted_final.retained_importance(layer_scores) >= final.retained_importance(layer_scores):
                 order, final = permuted_order, permuted_final
 
+        gyro = config.permutation == "gyro"
         vector = None
         if fixed_boundary:
+            if gyro:
+                hinm = allocate(final_sparsity, order, vector_sparsity_at(0.0, final_sparsity, n=n, m=m))
+                final = _better_after_regrouping(layer_scores, final, hinm, generator)
             positions[name] = boundary_position(final.vector_sparsity, final_sparsity, n=n, m=m)
             vector = vector_sparsity_at(positions[name], sparsity, n=n, m=m)
         layout = allocate(sparsity, order, vector)
-        if config.permutation == "gyro" and layout.counts[1] > 0:
+        if gyro and method == "flexhinm" and not fixed_boundary:
+            hinm = allocate(sparsity, order, vector_sparsity_at(0.0, sparsity, n=n, m=m))
+            layout = _better_after_regrouping(layer_scores, layout, hinm, generator)
+        if gyro and layout.counts[1] > 0:
             layout, _ = gyro_input_permutation(layer_scores, layout, seed=generator)
         layouts[name] = layout
     return report, layouts, positions
+
+
+def _better_after_regrouping(
+    scores: torch.Tensor, searched: RegionLayout, hinm: RegionLayout, generator: torch.Generator
+) -> RegionLayout:
+    """Return ``hinm`` if it retains strictly more than ``searched`` after the input phase.
+
+    Both layouts have the same target and row order. When their counts are equal, ``searched``
+    is returned without regrouping.
+
+    Both candidates are regrouped from the generator's current state, which is restored after, so
+    the caller's input phase draws the same numbers whichever candidate wins.
+    """
+    if searched.counts == hinm.counts:
+        return searched
+    state = generator.get_state()
+    retained = []
+    for layout in (searched, hinm):
+        generator.set_state(state)
+        if layout.counts[1] > 0:
+            layout, _ = gyro_input_permutation(scores, layout, seed=generator)
+        retained.append(layout.retained_importance(scores))
+    generator.set_state(state)
+    return hinm if retained[1] > retained[0] else searched
 
 
 def next_stage_layouts(

@@ -7,7 +7,11 @@
 2. the region allocation (:func:`flexhinm.allocate_regions`) with that row order; for FlexHiNM this
    includes the boundary search between the pruned, 2:4 and dense regions;
 3. the input-channel phase (:func:`~flexhinm.permute.gyro_input_permutation`) on the N:M columns of
-   every tile, which regroups them and recomputes ``nm_keep``.
+   every tile, which regroups them and recomputes ``nm_keep``;
+4. for FlexHiNM with a searched split other than the HiNM split (the fewest pruned columns),
+   steps 2 and 3 again at the HiNM split, keeping whichever layout retains more. The search in step 2 cannot
+   see that the input phase may spread crowded important columns over different groups, after
+   which 2:4 keeps them and the dense columns no longer pay.
 
 The module also registers the permutation hooks ``"gyro"`` (region methods) and ``"channel24"``
 (method ``"nm"``) of :func:`flexhinm.prune_model`.
@@ -30,7 +34,7 @@ from ..regions.tiles import check_scores
 from .channel24 import channel_permutation_24, permuted_nm_mask
 from .gyro import DEFAULT_SCHEDULE, gyro_input_permutation, gyro_output_permutation
 from ._args import make_generator, single_torch_thread
-from .stats import GyroStats
+from .stats import GyroStats, PhaseStats
 
 __all__ = ["gyro_permute", "output_kept_columns"]
 
@@ -81,6 +85,7 @@ def gyro_permute(
     max_rounds: int = 1000,
     seed: int | torch.Generator = 0,
     fallback: bool = True,
+    try_hinm_split: bool = True,
     progress: bool = False,
     return_stats: bool = False,
 ) -> RegionLayout | tuple[RegionLayout, GyroStats]:
@@ -107,6 +112,12 @@ def gyro_permute(
             column-vector objective at one split, so on rare layers its order is worse for the
             split the allocation picks. With ``fallback`` the result never retains less than the
             unpermuted allocation.
+        try_hinm_split: FlexHiNM with ``vector_sparsity=None`` only: when the searched split
+            prunes more columns than the HiNM split (the fewest pruned columns that reach the
+            target), also allocate and regroup at the HiNM split from the same row order and random
+            state, and return that layout when it retains strictly more. For ``sparsity >= 0.5``
+            the result then never retains less than ``gyro_permute(..., "hinm", seed=seed)`` with
+            the same arguments. It costs a second input phase on such layers only.
         progress: show tqdm bars.
         return_stats: also return a :class:`~flexhinm.permute.GyroStats`.
 
@@ -140,37 +151,48 @@ def gyro_permute(
         output_columns = output_kept_columns(gemm.shape[1], sparsity, method, vector_sparsity,
                                              n=n, m=m)
 
-    def allocate(row_order: torch.Tensor | None) -> RegionLayout:
-        return allocate_regions(scores, sparsity, method, tile_rows, vector_sparsity, n=n, m=m,
-                                row_order=row_order)
-
     row_order, output_stats = gyro_output_permutation(
         scores, tile_rows, kept_columns=output_columns, schedule=schedule,
         max_failures=out_failures, max_rounds=max_rounds, seed=generator, progress=progress,
     )
-    layout = allocate(row_order)
+    state = generator.get_state()
 
-    unpermuted = float("nan")
-    order_used = True
-    if fallback:
-        plain = allocate(None)
-        unpermuted = plain.retained_importance(scores)
-        if unpermuted > layout.retained_importance(scores):
-            layout, order_used = plain, False
+    def finish(vector: float | None) -> tuple[RegionLayout, float, bool, PhaseStats | None]:
+        # Allocation with the output order (or the identity, when it retains more), then the
+        # input phase. Every call starts from the same random state, so candidates compare fairly.
+        generator.set_state(state)
+        layout = allocate_regions(scores, sparsity, method, tile_rows, vector, n=n, m=m,
+                                  row_order=row_order)
+        unpermuted, order_used = float("nan"), True
+        if fallback:
+            plain = allocate_regions(scores, sparsity, method, tile_rows, vector, n=n, m=m)
+            unpermuted = plain.retained_importance(scores)
+            if unpermuted > layout.retained_importance(scores):
+                layout, order_used = plain, False
+        input_stats = None
+        if method != "ovw" and layout.counts[1] > 0:
+            layout, input_stats = gyro_input_permutation(
+                scores, layout, max_failures=in_failures, max_rounds=max_rounds,
+                seed=generator, progress=progress,
+            )
+        return layout, unpermuted, order_used, input_stats
 
-    input_stats = None
-    if method != "ovw" and layout.counts[1] > 0:
-        layout, input_stats = gyro_input_permutation(
-            scores, layout, max_failures=in_failures, max_rounds=max_rounds, seed=generator,
-            progress=progress,
-        )
+    layout, unpermuted, order_used, input_stats = finish(vector_sparsity)
+    hinm_split_used = False
+    hinm_end = region_counts(gemm.shape[1], sparsity, method, n=n, m=m)[0]
+    searched_other_split = method == "flexhinm" and vector_sparsity is None and \
+        layout.counts[0] != hinm_end.pruned
+    if try_hinm_split and searched_other_split:
+        candidate = finish(hinm_end.pruned / hinm_end.columns)
+        if candidate[0].retained_importance(scores) > layout.retained_importance(scores):
+            (layout, unpermuted, order_used, input_stats), hinm_split_used = candidate, True
 
     if not return_stats:
         return layout
     stats = GyroStats(
         output=output_stats, input=input_stats, retained_unpermuted=unpermuted,
         retained=layout.retained_importance(scores), output_order_used=order_used,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, hinm_split_used=hinm_split_used,
     )
     return layout, stats
 

@@ -54,6 +54,8 @@ class GyroStats:
         output_order_used: ``False`` when the unpermuted allocation kept more importance than the
             allocation after the output-channel phase, so the row order was reset to the identity.
         seconds: wall-clock time of the whole call.
+        hinm_split_used: ``True`` when FlexHiNM's searched split was replaced by the HiNM split,
+            because that split retained more after the input-channel phase.
     """
 
     output: PhaseStats
@@ -62,3 +64,4 @@ class GyroStats:
     retained: float
     output_order_used: bool
     seconds: float
+    hinm_split_used: bool = False
