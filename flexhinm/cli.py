@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 __all__ = ["build_parser", "main"]
 
@@ -38,6 +39,61 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _device(text: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"device {text!r} is not a torch device; write cpu, cuda or "
+                                         "cuda:0, or leave --device out")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"device {text!r} needs a CUDA GPU, and torch finds none (torch.cuda.is_available() is "
+            "False); use --device cpu, or leave --device out to use the GPU only when there is one"
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"device {text!r} does not exist: torch finds {torch.cuda.device_count()} CUDA GPU(s), "
+            f"numbered from 0"
+        )
+    return text
+
+
+class _CliFormatter(logging.Formatter):
+    """Progress messages as plain lines; warnings and errors with their level in front."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+# Loggers whose INFO messages tell a command-line user what the main job is doing.
+_PROGRESS_LOGGERS = (
+    "flexhinm.experiments", "flexhinm.train.fit", "flexhinm.gradual.stage", "flexhinm.data",
+)
+
+
+@contextlib.contextmanager
+def _progress_messages() -> Iterator[None]:
+    """Print the main job's INFO messages to stderr, then restore the loggers as they were."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CliFormatter())
+    loggers = [logging.getLogger(name) for name in _PROGRESS_LOGGERS]
+    saved = [(logger.level, logger.handlers, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.handlers = [handler]
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, (level, handlers, propagate) in zip(loggers, saved):
+            logger.setLevel(level)
+            logger.handlers = handlers
+            logger.propagate = propagate
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``flexhinm`` command."""
     from .experiments import BUDGETS, METHODS
@@ -63,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"training budget (default quick). {budget_help}")
     run.add_argument("--method", dest="methods", nargs="+", choices=sorted(METHODS),
                      default=list(DEFAULT_METHODS), metavar="METHOD",
-                     help=f"methods to compare, from {sorted(METHODS)}; 'nm' is 2:4 (always 50 %%, "
-                     f"and unstructured is also run at 50 %% next to it); "
-                     f"default: {' '.join(DEFAULT_METHODS)}")
+                     help=f"methods to compare, from {sorted(METHODS)}; 'nm' is 2:4 (always 50 %%), "
+                     f"and when both 'nm' and 'unstructured' are chosen, unstructured also runs "
+                     f"at 50 %% next to it; default: {' '.join(DEFAULT_METHODS)}")
     run.add_argument("--sparsity", dest="sparsities", nargs="+", type=_sparsity,
                      default=list(DEFAULT_SPARSITIES), metavar="FRACTION",
                      help="target sparsities, each the fraction of zeros in every pruned layer "
@@ -94,13 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-limit", type=_positive_int, default=None, metavar="IMAGES",
                      help="use only the first IMAGES training images (default: from --budget)")
     run.add_argument("--seed", type=int, default=0, help="random seed, an integer (default 0)")
-    run.add_argument("--device", default=None,
+    run.add_argument("--device", default=None, type=_device,
                      help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     run.add_argument("--out", default="runs/latest", metavar="DIR",
                      help="folder for results.json and results.png (default runs/latest)")
     run.add_argument("--no-cache", action="store_true",
                      help="train the dense model again even if a cached copy exists")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--no-progress", action="store_true",
+                     help="hide progress bars (one line per epoch and per method still shows)")
 
     commands.add_parser("info", help="show versions, data found and Sparse Tensor Core support")
 
@@ -180,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "run":
-            return _run(args, argv)
+            with _progress_messages():
+                return _run(args, argv)
         if args.command == "strip-solutions":
             from .book import strip_solutions
 
@@ -190,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info()
     except (FileNotFoundError, ValueError) as error:
         sys.stderr.write(f"flexhinm {args.command}: error: {error}\n")
+        if args.command == "run" and isinstance(error, FileNotFoundError):
+            sys.stderr.write("On the command line, pass --data-root DIR (the folder that contains "
+                             "cifar10/ or imagenet-subset/), set FLEXHINM_DATA=DIR, or add "
+                             "--download for full CIFAR-10.\n")
         return 2
 
 

@@ -762,3 +762,14 @@ def test_image_dataset_getitem() -> None:
     assert image.shape == (3, 8, 8)
     assert int(image[0, 0, 0]) == 5
     assert int(label) == 2
+
+
+def test_load_dataset_folder_one_level_too_deep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root that is the data set's own folder gets a hint to pass its parent instead."""
+    root, _, _ = _isolate_roots(monkeypatch, tmp_path)
+    inner = root / "cifar10"
+    inner.mkdir(parents=True)
+    (inner / "train.npz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as error:
+        load_dataset("cifar10", "train", root=inner)
+    assert f"{inner} is the data set's own folder: use its parent {root}" in str(error.value)

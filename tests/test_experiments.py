@@ -85,3 +85,54 @@ def test_cli_rejects_unknown_method(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--method", "magic"])
     assert "invalid choice: 'magic'" in capsys.readouterr().err
+
+
+def test_cli_missing_data_gives_command_line_fix(tmp_path, monkeypatch, capsys):
+    """The command-line error names --data-root and --download, not only the Python arguments."""
+    monkeypatch.setenv("FLEXHINM_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code = main(["run", "--budget", "smoke", "--out", str(tmp_path / "out"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "--data-root DIR" in error
+    assert "--download" in error
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "device 'gpu' is not a torch device"),
+    ("cuda:x", "device 'cuda:x' is not a torch device"),
+])
+def test_cli_rejects_bad_device(device, message, capsys):
+    """A device string that torch cannot parse stops the parser with the value and the fix."""
+    with pytest.raises(SystemExit):
+        main(["run", "--device", device])
+    error = capsys.readouterr().err
+    assert message in error
+    assert "--device cpu" in error or "write cpu" in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cli_rejects_cuda_without_gpu(capsys):
+    """Asking for CUDA on a machine without it fails before any work, naming the fix."""
+    with pytest.raises(SystemExit):
+        main(["run", "--device", "cuda"])
+    error = capsys.readouterr().err
+    assert "needs a CUDA GPU, and torch finds none" in error
+    assert "--device cpu" in error
+
+
+def test_cli_shows_progress_lines_and_restores_logging(data_root, tmp_path, monkeypatch, capsys):
+    """The main job prints a line per epoch and per method, and leaves the loggers as they were."""
+    import logging
+
+    monkeypatch.setenv("FLEXHINM_CACHE", str(tmp_path / "cache"))
+    logger = logging.getLogger("flexhinm.experiments")
+    before = (logger.level, list(logger.handlers), logger.propagate)
+    code = main(["run", "--budget", "smoke", "--train-limit", "256", "--epochs", "1",
+                 "--method", "dense", "nm", "--out", str(tmp_path / "out"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "training the dense resnet20 on 256 images for 1 epoch\n" in captured.err
+    assert "[2/2] 2:4 at 50.0 %: pruning and fine-tuning" in captured.err
+    assert "epoch 1/1: train loss" in captured.err
+    assert (logger.level, list(logger.handlers), logger.propagate) == before

@@ -223,6 +223,9 @@ def _missing_message(
     lines += [f"  {path}  ({origin})" for path, origin in tried]
     if not any(root.origin == "FLEXHINM_DATA" for root in roots):
         lines.append("FLEXHINM_DATA is not set.")
+    file_name = Path(spec.files[split]).name
+    for folder in [root.path for root in roots if (root.path / file_name).is_file()]:
+        lines.append(f"{folder} is the data set's own folder: use its parent {folder.parent}.")
     lines.append(
         f"To fix it, pass root=<folder> to load_dataset, or set FLEXHINM_DATA=<folder>, where "
         f"<folder> contains {spec.files[split]}."

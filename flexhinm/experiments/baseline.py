@@ -137,9 +137,13 @@ def pretrained_baseline(
         checkpoint = load_checkpoint(path, model)
         model.eval()
         record = {**checkpoint["extra"]["record"], "cached": True, "cache_path": str(path)}
-        _logger.info("loaded the dense baseline from %s", path)
+        _logger.info("loaded the dense baseline from %s (trained earlier with the same settings)",
+                     path)
         return Baseline(model, record["test_top1"], record, checkpoint["extra"].get("history", []))
 
+    epochs = budget.dense_epochs
+    _logger.info("training the dense %s on %d images for %d epoch%s", model_name, len(train_data),
+                 epochs, "" if epochs == 1 else "s")
     start = time.perf_counter()
     history = fit(
         model,

@@ -289,7 +289,8 @@ def run_method(
         row["top1_first_stage"] = info["top1_first_stage"]
     if "report" in info:
         row["layers"] = info["report"].get("layers")
-    _logger.info("%s at %.3f: top-1 %.2f %%", spec.label, target, top1)
+    where = "" if spec.run is None else f" at {100 * target:.1f} %"
+    _logger.info("%s%s: top-1 %.2f %% after %.0f s", spec.label, where, top1, row["seconds"])
     return (row, model) if return_model else row
 
 

@@ -74,8 +74,21 @@ def write_json(path: str | PathLike, payload: dict) -> Path:
     return path
 
 
-def plot_results(rows: Sequence[dict], path: str | PathLike | None = None, *, title: str = ""):
+def plot_results(
+    rows: Sequence[dict],
+    path: str | PathLike | None = None,
+    *,
+    title: str = "",
+    dense_top1: float | None = None,
+):
     """Plot top-1 against sparsity, one line per method; save to ``path`` if given.
+
+    Args:
+        rows: result rows as :func:`flexhinm.experiments.run_method` returns them.
+        path: PNG file to write, or ``None``.
+        title: figure title.
+        dense_top1: top-1 of the dense model in percent, drawn as a dashed line when ``rows`` has
+            no dense row.
 
     Returns:
         The matplotlib figure.
@@ -83,9 +96,11 @@ def plot_results(rows: Sequence[dict], path: str | PathLike | None = None, *, ti
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
-    dense = [row for row in rows if row["method"] == "dense"]
-    for row in dense:
-        axes.axhline(row["top1"], color="0.4", linestyle="--", label=f"{row['label']} ({row['top1']:.1f} %)")
+    dense = [(row["label"], row["top1"]) for row in rows if row["method"] == "dense"]
+    if not dense and dense_top1 is not None:
+        dense = [("Dense", dense_top1)]
+    for label, top1 in dense:
+        axes.axhline(top1, color="0.4", linestyle="--", label=f"{label} ({top1:.1f} %)")
 
     labels = [row["label"] for row in rows if row["method"] != "dense"]
     markers = "osD^vP*Xh<>"
@@ -95,9 +110,11 @@ def plot_results(rows: Sequence[dict], path: str | PathLike | None = None, *, ti
         )
         xs = [100 * x for x, _ in points]
         ys = [y for _, y in points]
-        # Distinct markers and a slight width change keep methods with equal results visible.
-        axes.plot(xs, ys, marker=markers[index % len(markers)], markersize=7 - 0.4 * (index % 4),
-                  linewidth=2.2 - 0.3 * (index % 3), label=label)
+        # Methods drawn earlier get bigger markers and wider lines, so a later method with the
+        # same results (FlexHiNM on top of HiNM, for example) leaves them visible.
+        axes.plot(xs, ys, marker=markers[index % len(markers)], markersize=max(4.0, 10 - 0.8 * index),
+                  linewidth=max(1.0, 3.2 - 0.35 * index), linestyle=("-", "--", "-.", ":")[index % 4],
+                  label=label)
 
     axes.set_xlabel("sparsity of the pruned layers (%)")
     axes.set_ylabel("top-1 accuracy after fine-tuning (%)")

@@ -100,8 +100,9 @@ def run_comparison(
     )
 
     rows = []
-    for spec, sparsity in runs:
-        _logger.info("running %s at sparsity %.3f", spec.name, sparsity)
+    for index, (spec, sparsity) in enumerate(runs, start=1):
+        step = ": evaluating" if spec.run is None else f" at {100 * sparsity:.1f} %: pruning and fine-tuning"
+        _logger.info("[%d/%d] %s%s", index, len(runs), spec.label, step)
         rows.append(run_method(spec, baseline.model, sparsity, context))
 
     train_data, eval_data = loaders[0].dataset, loaders[1].dataset
@@ -128,5 +129,5 @@ def run_comparison(
             f"{model_name} on {dataset} ({len(train_data):,} train / {len(eval_data):,} test "
             f"images), budget {budget.name}"
         )
-        plot_results(rows, out / "results.png", title=title)
+        plot_results(rows, out / "results.png", title=title, dense_top1=baseline.test_top1)
     return comparison
