@@ -64,13 +64,15 @@ def test_run_comparison_rows(data_root, tmp_path, monkeypatch):
 
 
 def test_cli_missing_data_names_paths(tmp_path, monkeypatch, capsys):
-    """A missing data set exits with code 2 and a message naming the paths tried."""
+    """A missing data set exits with code 2, names the paths tried and the command-line fix."""
     monkeypatch.setenv("FLEXHINM_DATA", str(tmp_path / "nowhere"))
     monkeypatch.setenv("HOME", str(tmp_path))
     code = main(["run", "--budget", "smoke", "--out", str(tmp_path / "out"), "--no-progress"])
     error = capsys.readouterr().err
     assert code == 2
     assert str(tmp_path / "nowhere") in error
+    assert "--data-root DIR" in error
+    assert "--download" in error
 
 
 def test_cli_rejects_bad_sparsity(capsys):
@@ -85,17 +87,6 @@ def test_cli_rejects_unknown_method(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--method", "magic"])
     assert "invalid choice: 'magic'" in capsys.readouterr().err
-
-
-def test_cli_missing_data_gives_command_line_fix(tmp_path, monkeypatch, capsys):
-    """The command-line error names --data-root and --download, not only the Python arguments."""
-    monkeypatch.setenv("FLEXHINM_DATA", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    code = main(["run", "--budget", "smoke", "--out", str(tmp_path / "out"), "--no-progress"])
-    error = capsys.readouterr().err
-    assert code == 2
-    assert "--data-root DIR" in error
-    assert "--download" in error
 
 
 @pytest.mark.parametrize("device, message", [
