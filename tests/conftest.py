@@ -17,6 +17,12 @@ torch.set_num_threads(1)
 if "FLEXHINM_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["FLEXHINM_DATA"] = str(SHARED_DATA)
 
+# The book build runs its kernels in book/, so relative folders (FLEXHINM_DATA=../shared/data, as
+# in the README) are made absolute here, where they were meant.
+for variable in ("FLEXHINM_DATA", "FLEXHINM_CACHE"):
+    if os.environ.get(variable):
+        os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
+
 
 @pytest.fixture
 def data_root() -> Path:

@@ -1,6 +1,6 @@
 """The whole book builds with Jupyter Book 1.x, executing every chapter offline on the CPU.
 
-This is the slowest test (about 20 minutes on 2 cores). Run the rest with ``-m "not book"``.
+This is the slowest test (about 10 minutes on 2 cores). Run the rest with ``-m "not book"``.
 """
 
 import os

@@ -773,3 +773,13 @@ def test_load_dataset_folder_one_level_too_deep(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(FileNotFoundError) as error:
         load_dataset("cifar10", "train", root=inner)
     assert f"{inner} is the data set's own folder: use its parent {root}" in str(error.value)
+
+
+def test_load_dataset_relative_env_names_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative FLEXHINM_DATA that finds nothing is reported with the folder it was read from."""
+    _isolate_roots(monkeypatch, tmp_path)
+    monkeypatch.setenv("FLEXHINM_DATA", "../shared/data")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as error:
+        load_dataset("cifar10", "train")
+    assert f"FLEXHINM_DATA=../shared/data is read from the current folder {tmp_path}" in str(error.value)

@@ -61,6 +61,7 @@ def test_readme_commands_match_ci():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     install = '.venv/bin/pip install -e ".[book,test]"'
-    test = ".venv/bin/python -m pytest -n 2"
+    test = "FLEXHINM_DATA=../shared/data .venv/bin/python -m pytest -n 2"
     assert install in readme and install in ci
     assert test in readme and test in ci
+    assert "FLEXHINM_DATA=../shared/data .venv/bin/flexhinm run" in ci

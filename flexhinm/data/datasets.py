@@ -223,6 +223,10 @@ def _missing_message(
     lines += [f"  {path}  ({origin})" for path, origin in tried]
     if not any(root.origin == "FLEXHINM_DATA" for root in roots):
         lines.append("FLEXHINM_DATA is not set.")
+    for root in roots:
+        if root.origin == "FLEXHINM_DATA" and not root.path.is_absolute():
+            lines.append(f"FLEXHINM_DATA={root.path} is read from the current folder {Path.cwd()}; "
+                         f"an absolute path works from any folder.")
     file_name = Path(spec.files[split]).name
     for folder in [root.path for root in roots if (root.path / file_name).is_file()]:
         lines.append(f"{folder} is the data set's own folder: use its parent {folder.parent}.")
