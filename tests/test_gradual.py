@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -528,3 +529,7 @@ def test_gradual_runner_uses_finetune_budget():
     assert info["history"][-1]["target_sparsity"] == 0.75
     assert math.isfinite(info["history"][-1]["test_top1"])
     assert info["report"]["permutation"] == "gyro"
+    assert [stage["target_sparsity"] for stage in info["stages"]] == [
+        record["target_sparsity"] for record in info["history"]
+    ]
+    json.dumps(info["stages"])  # the rows of results.json carry them

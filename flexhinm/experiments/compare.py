@@ -157,6 +157,7 @@ def gradual_prune_and_finetune(
             "top1_first_stage": result.top1_pruned,
             "history": result.history(),
             "report": result.report.to_dict(),
+            "stages": [record.to_dict() for record in result.records],
         }
 
     return run
@@ -252,7 +253,9 @@ def run_method(
     The row has ``method``, ``label``, ``target_sparsity``, ``sparsity`` (fraction of zeros over
     the pruned layers), ``kept_weights`` and ``pruned_layer_weights`` (weights of the pruned
     layers), ``nonzero_weights`` and ``all_weights`` (over every Linear/Conv layer),
-    ``top1_pruned`` (before fine-tuning), ``top1`` (after, in percent), and ``seconds``.
+    ``top1_pruned`` (before fine-tuning), ``top1`` (after, in percent), and ``seconds``. Gradual
+    methods add ``top1_first_stage`` and ``stages``, one record per stage (target, sparsity, new
+    gate groups, top-1).
     """
     start = time.perf_counter()
     model = copy.deepcopy(baseline)
@@ -287,6 +290,8 @@ def run_method(
     }
     if "top1_first_stage" in info:
         row["top1_first_stage"] = info["top1_first_stage"]
+    if "stages" in info:
+        row["stages"] = info["stages"]
     if "report" in info:
         row["layers"] = info["report"].get("layers")
     where = "" if spec.run is None else f" at {100 * target:.1f} %"
