@@ -134,9 +134,10 @@ def first_stage_layouts(
             return allocate_regions(layer_scores, target, method, tile_rows, vector, n=n, m=m,
                                     row_order=order)
 
+        gyro = config.permutation == "gyro"
         order = None
         final = allocate(final_sparsity, None)
-        if config.permutation == "gyro":
+        if gyro:
             kept = output_kept_columns(unpermuted.columns, final_sparsity, method, n=n, m=m)
             permuted_order, _ = gyro_output_permutation(layer_scores, tile_rows, kept_columns=kept,
                                                         seed=generator)
@@ -145,46 +146,48 @@ def first_stage_layouts(
             if permuted_final.retained_importance(layer_scores) >= final.retained_importance(layer_scores):
                 order, final = permuted_order, permuted_final
 
-        gyro = config.permutation == "gyro"
         vector = None
         if fixed_boundary:
             if gyro:
                 hinm = allocate(final_sparsity, order, vector_sparsity_at(0.0, final_sparsity, n=n, m=m))
-                final = _better_after_regrouping(layer_scores, final, hinm, generator)
+                if hinm.counts != final.counts:
+                    final, _ = _best_after_regrouping(layer_scores, [final, hinm], generator)
             positions[name] = boundary_position(final.vector_sparsity, final_sparsity, n=n, m=m)
             vector = vector_sparsity_at(positions[name], sparsity, n=n, m=m)
+
         layout = allocate(sparsity, order, vector)
-        if gyro and method == "flexhinm" and not fixed_boundary:
-            hinm = allocate(sparsity, order, vector_sparsity_at(0.0, sparsity, n=n, m=m))
-            layout = _better_after_regrouping(layer_scores, layout, hinm, generator)
-        if gyro and layout.counts[1] > 0:
-            layout, _ = gyro_input_permutation(layer_scores, layout, seed=generator)
+        if gyro:
+            candidates = [layout]
+            if method == "flexhinm" and not fixed_boundary:
+                hinm = allocate(sparsity, order, vector_sparsity_at(0.0, sparsity, n=n, m=m))
+                if hinm.counts != layout.counts:
+                    candidates.append(hinm)
+            _, layout = _best_after_regrouping(layer_scores, candidates, generator)
         layouts[name] = layout
     return report, layouts, positions
 
 
-def _better_after_regrouping(
-    scores: torch.Tensor, searched: RegionLayout, hinm: RegionLayout, generator: torch.Generator
-) -> RegionLayout:
-    """Return ``hinm`` if it retains strictly more than ``searched`` after the input phase.
+def _best_after_regrouping(
+    scores: torch.Tensor, candidates: list[RegionLayout], generator: torch.Generator
+) -> tuple[RegionLayout, RegionLayout]:
+    """Regroup every candidate's N:M columns and return the best as ``(layout, regrouped)``.
 
-    Both layouts have the same target and row order. When their counts are equal, ``searched``
-    is returned without regrouping.
-
-    Both candidates are regrouped from the generator's current state, which is restored after, so
-    the caller's input phase draws the same numbers whichever candidate wins.
+    Each candidate is regrouped from the generator's current state, which is restored after, so
+    a later input phase draws the same numbers whichever candidate wins. A later candidate wins
+    only if it retains strictly more, and a layout without N:M columns is kept as it is.
     """
-    if searched.counts == hinm.counts:
-        return searched
     state = generator.get_state()
-    retained = []
-    for layout in (searched, hinm):
+    best = None
+    for layout in candidates:
         generator.set_state(state)
+        regrouped = layout
         if layout.counts[1] > 0:
-            layout, _ = gyro_input_permutation(scores, layout, seed=generator)
-        retained.append(layout.retained_importance(scores))
+            regrouped, _ = gyro_input_permutation(scores, layout, seed=generator)
+        retained = regrouped.retained_importance(scores)
+        if best is None or retained > best[2]:
+            best = (layout, regrouped, retained)
     generator.set_state(state)
-    return hinm if retained[1] > retained[0] else searched
+    return best[0], best[1]
 
 
 def next_stage_layouts(

@@ -9,9 +9,9 @@
 3. the input-channel phase (:func:`~flexhinm.permute.gyro_input_permutation`) on the N:M columns of
    every tile, which regroups them and recomputes ``nm_keep``;
 4. for FlexHiNM with a searched split other than the HiNM split (the fewest pruned columns),
-   steps 2 and 3 again at the HiNM split, keeping whichever layout retains more. The search in step 2 cannot
-   see that the input phase may spread crowded important columns over different groups, after
-   which 2:4 keeps them and the dense columns no longer pay.
+   steps 2 and 3 again at the HiNM split, keeping whichever layout retains more. The search in
+   step 2 cannot see that the input phase may spread crowded important columns over different
+   groups, after which 2:4 keeps them and the dense columns no longer pay.
 
 The module also registers the permutation hooks ``"gyro"`` (region methods) and ``"channel24"``
 (method ``"nm"``) of :func:`flexhinm.prune_model`.
@@ -177,15 +177,15 @@ def gyro_permute(
             )
         return layout, unpermuted, order_used, input_stats
 
-    layout, unpermuted, order_used, input_stats = finish(vector_sparsity)
+    result = finish(vector_sparsity)
     hinm_split_used = False
-    hinm_end = region_counts(gemm.shape[1], sparsity, method, n=n, m=m)[0]
-    searched_other_split = method == "flexhinm" and vector_sparsity is None and \
-        layout.counts[0] != hinm_end.pruned
-    if try_hinm_split and searched_other_split:
-        candidate = finish(hinm_end.pruned / hinm_end.columns)
-        if candidate[0].retained_importance(scores) > layout.retained_importance(scores):
-            (layout, unpermuted, order_used, input_stats), hinm_split_used = candidate, True
+    if try_hinm_split and method == "flexhinm" and vector_sparsity is None:
+        hinm_end = region_counts(gemm.shape[1], sparsity, method, n=n, m=m)[0]
+        if result[0].counts[0] != hinm_end.pruned:
+            candidate = finish(hinm_end.pruned / hinm_end.columns)
+            if candidate[0].retained_importance(scores) > result[0].retained_importance(scores):
+                result, hinm_split_used = candidate, True
+    layout, unpermuted, order_used, input_stats = result
 
     if not return_stats:
         return layout
