@@ -45,8 +45,8 @@ def _device(text: str) -> str:
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"device {text!r} is not a torch device; write cpu, cuda or "
-                                         "cuda:0, or leave --device out")
+        raise argparse.ArgumentTypeError(f"device {text!r} is invalid: torch cannot parse it. Write "
+                                         "cpu, cuda or cuda:0, or leave --device out")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(
             f"device {text!r} needs a CUDA GPU, and torch finds none (torch.cuda.is_available() is "
@@ -54,7 +54,7 @@ def _device(text: str) -> str:
         )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise argparse.ArgumentTypeError(
-            f"device {text!r} does not exist: torch finds {torch.cuda.device_count()} CUDA GPU(s), "
+            f"device {text!r} not found: torch finds {torch.cuda.device_count()} CUDA GPU(s), "
             f"numbered from 0"
         )
     return text
