@@ -64,7 +64,7 @@ def install_fake_packing(monkeypatch) -> list:
     """Let the semi-structured path run on the CPU with dense matrices in place of packed ones."""
     packed_shapes = []
 
-    def support(shape, dtype, device, *, backend="auto"):
+    def support(shape, dtype, device, *, backend="auto", pattern=None):
         return None
 
     def pack(weight, *, backend="auto"):
@@ -248,6 +248,20 @@ def test_compact_semi_structured_path_logic(monkeypatch, counts, shared):
                                rtol=0, atol=1e-12)
     expected = [(16, counts[1])] if shared else [(4, counts[1])] * 4
     assert packed_shapes == expected
+
+
+def test_compact_asks_for_a_backend_that_runs_two_to_four(monkeypatch):
+    """The compact layer asks the support check for 2:4, and falls back when it is refused."""
+    calls = []
+
+    def support(shape, dtype, device, *, backend="auto", pattern=None):
+        calls.append(pattern)
+        return "the cutlass backend runs torch.float32 as 1:2, not 2:4"
+
+    monkeypatch.setattr(semi_structured, "semi_structured_support", support)
+    layer = CompactHiNMLinear.from_layout(torch.randn(8, 16), None, make_layout((8, 16), 4, (4, 8, 4)))
+    assert layer.resolved_backend() == "masked_dense"
+    assert calls == [(2, 4)]
 
 
 def test_compact_move_drops_packed_weights(monkeypatch):

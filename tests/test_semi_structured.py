@@ -111,6 +111,20 @@ def test_support_on_cpu_names_cuda():
     assert "CUDA device" in reason
 
 
+def test_support_refuses_a_pattern_the_backend_does_not_run(monkeypatch):
+    """On a CUDA device, CUTLASS takes fp32 as 1:2 only, so a 2:4 fp32 weight gets a reason."""
+    capability = SparseCapability("fake GPU", (8, 0), None, None, torch.__version__, "linux", True,
+                                  None, ("cutlass",), "cutlass", "test")
+    monkeypatch.setattr(semi_structured, "cached_capability", lambda index: capability)
+
+    assert semi_structured_support((32, 32), torch.float32, "cuda", backend="cutlass") is None
+    assert semi_structured_support((32, 32), torch.float32, "cuda", pattern=(1, 2)) is None
+    reason = semi_structured_support((32, 32), torch.float32, "cuda", pattern=(2, 4))
+    assert reason == ("the cutlass backend runs torch.float32 as 1:2, not 2:4; use float16 or "
+                      "bfloat16 for 2:4")
+    assert semi_structured_support((32, 64), torch.float16, "cuda", pattern=(2, 4)) is None
+
+
 def test_to_semi_structured_on_cpu_raises():
     """Packing on the CPU raises a ValueError that points to the masked dense GEMM."""
     with pytest.raises(ValueError, match="use the masked dense GEMM"):

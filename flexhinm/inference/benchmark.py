@@ -256,7 +256,7 @@ def _dense_layer(weight: torch.Tensor, bias: torch.Tensor) -> tuple[Callable, to
 def _whole_layer_24(weight: torch.Tensor, bias: torch.Tensor) -> tuple[Callable, torch.Tensor, dict]:
     """Build a 2:4 magnitude-pruned copy of the whole layer, packed for Sparse Tensor Cores."""
     effective = weight * nm_mask(weight.abs().float(), n=2, m=4)
-    reason = semi_structured_support(tuple(weight.shape), weight.dtype, weight.device)
+    reason = semi_structured_support(tuple(weight.shape), weight.dtype, weight.device, pattern=(2, 4))
     if reason is not None:
         raise _Skip(f"whole-layer 2:4 needs Sparse Tensor Cores: {reason}")
     packed = to_semi_structured(effective)

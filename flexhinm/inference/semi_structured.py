@@ -187,11 +187,12 @@ def semi_structured_support(
     device: torch.device | str,
     *,
     backend: str = "auto",
+    pattern: tuple[int, int] | None = None,
 ) -> str | None:
     """Return why a weight cannot be packed for Sparse Tensor Cores, or None if it can.
 
-    Only the device, the backend, the dtype and the shape are checked; the 2:4 pattern of the
-    values is checked by :func:`to_semi_structured`.
+    Only the device, the backend, the dtype, the shape and, if given, the pattern the weight was
+    pruned to are checked; the values themselves are checked by :func:`to_semi_structured`.
 
     Args:
         shape: ``(rows, columns)`` of the weight to pack.
@@ -199,6 +200,9 @@ def semi_structured_support(
         device: the device it lives on.
         backend: ``"auto"`` (the backend :func:`~flexhinm.inference.detect_capability` prefers),
             ``"cusparselt"`` or ``"cutlass"``.
+        pattern: ``(n, m)`` of the weight, e.g. ``(2, 4)``, or None to skip this check. The
+            backend must run ``dtype`` with this pattern: CUTLASS runs fp32 as 1:2, so a 2:4
+            weight in fp32 is refused there.
 
     Returns:
         None when packing is possible, else one sentence in plain words.
@@ -226,6 +230,11 @@ def semi_structured_support(
     rule = semi_structured_rule(dtype, backend)
     if rule is None:
         return f"the {backend} backend does not support dtype {dtype}"
+    if pattern is not None and tuple(pattern) != (rule.n, rule.m):
+        return (
+            f"the {backend} backend runs {dtype} as {rule.n}:{rule.m}, not "
+            f"{pattern[0]}:{pattern[1]}; use float16 or bfloat16 for 2:4"
+        )
     rows, columns = (int(s) for s in shape)
     if rows <= 0 or columns <= 0 or rows % rule.row_multiple or columns % rule.column_multiple:
         return (

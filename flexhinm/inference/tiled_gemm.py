@@ -153,7 +153,7 @@ class CompactHiNMBase(nn.Module):
         for size in set(self._tile_groups()[1].bincount().tolist()):
             reason = semi_structured.semi_structured_support(
                 (size * self.tile_rows, self.n_nm), self.weight_tiles.dtype,
-                self.weight_tiles.device, backend=self.sparse_backend)
+                self.weight_tiles.device, backend=self.sparse_backend, pattern=(2, 4))
             if reason is not None:
                 return reason
         return None
