@@ -250,8 +250,8 @@ def test_compact_semi_structured_path_logic(monkeypatch, counts, shared):
     assert packed_shapes == expected
 
 
-def test_compact_asks_for_a_backend_that_runs_two_to_four(monkeypatch):
-    """The compact layer asks the support check for 2:4, and falls back when it is refused."""
+def test_compact_requires_two_to_four_backend(monkeypatch):
+    """The compact layer passes pattern (2, 4) to the support check and falls back on a reason."""
     calls = []
 
     def support(shape, dtype, device, *, backend="auto", pattern=None):

@@ -111,8 +111,8 @@ def test_support_on_cpu_names_cuda():
     assert "CUDA device" in reason
 
 
-def test_support_refuses_a_pattern_the_backend_does_not_run(monkeypatch):
-    """On a CUDA device, CUTLASS takes fp32 as 1:2 only, so a 2:4 fp32 weight gets a reason."""
+def test_support_rejects_fp32_two_to_four(monkeypatch):
+    """CUTLASS runs fp32 as 1:2 only, so a 2:4 fp32 weight on a CUDA device gets a reason."""
     capability = SparseCapability("fake GPU", (8, 0), None, None, torch.__version__, "linux", True,
                                   None, ("cutlass",), "cutlass", "test")
     monkeypatch.setattr(semi_structured, "cached_capability", lambda index: capability)

@@ -191,8 +191,8 @@ def semi_structured_support(
 ) -> str | None:
     """Return why a weight cannot be packed for Sparse Tensor Cores, or None if it can.
 
-    Only the device, the backend, the dtype, the shape and, if given, the pattern the weight was
-    pruned to are checked; the values themselves are checked by :func:`to_semi_structured`.
+    Checks the device, the backend, the dtype, the shape and, if given, the weight's N:M pattern.
+    The values themselves are checked later, by :func:`to_semi_structured`.
 
     Args:
         shape: ``(rows, columns)`` of the weight to pack.
@@ -201,8 +201,8 @@ def semi_structured_support(
         backend: ``"auto"`` (the backend :func:`~flexhinm.inference.detect_capability` prefers),
             ``"cusparselt"`` or ``"cutlass"``.
         pattern: ``(n, m)`` of the weight, e.g. ``(2, 4)``, or None to skip this check. The
-            backend must run ``dtype`` with this pattern: CUTLASS runs fp32 as 1:2, so a 2:4
-            weight in fp32 is refused there.
+            backend must run ``dtype`` with this pattern. CUTLASS runs fp32 as 1:2, so it
+            rejects a 2:4 weight in fp32.
 
     Returns:
         None when packing is possible, else one sentence in plain words.
