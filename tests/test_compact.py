@@ -275,6 +275,20 @@ def test_compact_move_drops_packed_weights(monkeypatch):
     assert layer._packed is None
 
 
+def test_compact_load_state_dict_repacks(monkeypatch):
+    """Loading a state dict drops packed weights, so the output follows the loaded weights."""
+    install_fake_packing(monkeypatch)
+    layout = make_layout((8, 16), 4, (4, 8, 4))
+    old, new = torch.randn(8, 16), torch.randn(8, 16)
+    layer = CompactHiNMLinear.from_layout(old, None, layout, backend="semi_structured")
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(layer(x), masked_reference_linear(x, old, None, layout))
+
+    layer.load_state_dict(CompactHiNMLinear.from_layout(new, None, layout).state_dict())
+    assert layer._packed is None
+    torch.testing.assert_close(layer(x), masked_reference_linear(x, new, None, layout))
+
+
 # ----------------------------------------------------------------------------- Conv2d
 CONV_CASES = [
     # (kernel, stride, padding, dilation)

@@ -193,6 +193,12 @@ class CompactHiNMBase(nn.Module):
         self._decision = None
         return super()._apply(fn, recurse)
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (torch's signature)
+        # load_state_dict copies new values into the buffers, so packed copies are stale afterwards.
+        self._packed = None
+        self._decision = None
+        super()._load_from_state_dict(*args, **kwargs)
+
     # ----------------------------------------------------------------------------- GEMM
     def _gemm(self, inputs: torch.Tensor) -> torch.Tensor:
         """Multiply ``(batch, features)`` inputs; return ``(batch, rows)`` in original row order."""
