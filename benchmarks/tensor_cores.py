@@ -13,7 +13,7 @@ Usage (from the repository root)::
 
 The table goes to stdout, progress to stderr, and the JSON to ``--out``. The JSON contains the
 device, driver, torch and cuSPARSELt versions, the date, the command, the configuration and one row
-per case. It is rewritten after every shape, so a run stopped early keeps what it measured.
+per case. It is rewritten after every batch size, so a run stopped early keeps what it measured.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="'cpu' or a CUDA device such as 'cuda' or 'cuda:1'")
     parser.add_argument("--quick", action="store_true", help="three shapes and three or four batch sizes")
     parser.add_argument("--out", type=Path, help="JSON file to write (default: "
-                        "benchmarks/results/tensor_cores_<device>.json)")
+                        "OUT_DIR/tensor_cores_<device>.json)")
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results",
+                        help="folder of the default JSON file (default: benchmarks/results)")
     parser.add_argument("--shapes", nargs="+", choices=sorted(GEMM_SHAPES), help="GEMM shapes to time")
     parser.add_argument("--tokens", nargs="+", type=int, help="batch sizes (rows of the input)")
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "float16", "bfloat16"])
@@ -83,11 +85,11 @@ def build_config(args: argparse.Namespace) -> BenchmarkConfig:
     return replace(config, **{key: value for key, value in overrides.items() if value is not None})
 
 
-def default_output(environment: dict) -> Path:
-    """Return benchmarks/results/tensor_cores_<gpu or cpu>.json."""
+def default_output(environment: dict, folder: Path) -> Path:
+    """Return ``folder/tensor_cores_<gpu or cpu>.json``, e.g. ``tensor_cores_nvidia_h200.json``."""
     name = environment.get("device_name") or "cpu"
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return REPO_ROOT / "benchmarks" / "results" / f"tensor_cores_{slug}.json"
+    return folder / f"tensor_cores_{slug}.json"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -117,6 +119,11 @@ def write_json(path: Path, meta: dict, rows: list[dict]) -> None:
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", encoding="utf-8")
 
 
+def _case_group(row: dict) -> tuple:
+    """Return the shape, dtype and batch size of a row; rows of one group come out together."""
+    return row["shape"], row["dtype"], row.get("tokens")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON; return the exit status."""
     args = parse_args(argv)
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = build_config(args)
     environment = environment_info(args.device)
-    out = args.out or default_output(environment)
+    out = args.out or default_output(environment, args.out_dir)
     arguments = sys.argv[1:] if argv is None else argv
     meta = {
         "environment": environment,
@@ -138,10 +145,18 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     started = time.perf_counter()
-    for row in iter_benchmark(config):
-        if rows and row["shape"] != rows[-1]["shape"]:
-            write_json(out, meta, rows)
-        rows.append(row)
+    status = 0
+    try:
+        for row in iter_benchmark(config):
+            if rows and _case_group(row) != _case_group(rows[-1]):
+                write_json(out, meta, rows)
+            rows.append(row)
+    except KeyboardInterrupt:
+        # Ctrl-C or `timeout --signal=INT`. The rows of a batch size arrive only once all of its
+        # cases are timed, so every row kept here is complete.
+        meta["stopped_early"] = True
+        _logger.warning("interrupted; the JSON keeps the %d cases timed so far", len(rows))
+        status = 130
     meta["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_json(out, meta, rows)
 
@@ -149,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# torch {environment['torch_version']}, {config.num_threads} thread(s), "
           f"{meta['wall_seconds']} s, {meta['command']}")
     print(format_table(rows))
-    counts = {status: sum(row["status"] == status for row in rows)
-              for status in ("ok", "wrong", "failed", "skipped")}
+    counts = {name: sum(row["status"] == name for row in rows)
+              for name in ("ok", "wrong", "failed", "skipped")}
     print(f"# cases: {counts}; JSON written to {out}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,12 +13,14 @@ import torch
 from flexhinm.inference import (
     BenchmarkConfig,
     CompactHiNMLinear,
+    SparseCapability,
     benchmark_layer,
     environment_info,
     run_benchmark,
     synthetic_counts,
     synthetic_layout,
 )
+from flexhinm.inference import benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tensor_cores.py"
 
@@ -145,6 +148,28 @@ def test_run_benchmark_records_wrong_output(monkeypatch):
     assert "differs from the masked dense reference" in wrong["error"]
 
 
+def test_run_benchmark_records_wrong_shape(monkeypatch):
+    """An output that would broadcast against the reference is recorded as wrong, not compared."""
+    original = CompactHiNMLinear.forward
+    monkeypatch.setattr(CompactHiNMLinear, "forward", lambda self, x: original(self, x)[:1])
+    rows = run_benchmark(tiny_config(methods=("hinm",)))
+    assert rows[0]["status"] == "wrong"
+    assert rows[0]["error"] == "output has shape (1, 64), the masked dense reference (2, 64)"
+
+
+@pytest.mark.parametrize("backend, expected", [("cusparselt", 16), ("cutlass", 64), ("none", 16)])
+def test_column_align_follows_backend(monkeypatch, backend, expected):
+    """Synthetic 2:4 counts are rounded to the column multiple of the GPU's preferred backend."""
+    capability = SparseCapability("fake GPU", (8, 0), None, None, torch.__version__, "linux", True,
+                                  None, ("cutlass",), backend, "test")
+    monkeypatch.setattr(benchmark, "cached_capability", lambda index: capability)
+    assert benchmark._column_align(torch.zeros(64, 128, dtype=torch.float16)) == 16
+
+    # Only the device and dtype are read, so a stand-in for a CUDA weight is enough.
+    cuda_weight = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float16)
+    assert benchmark._column_align(cuda_weight) == expected
+
+
 def test_run_benchmark_records_failure(monkeypatch):
     """An exception inside a case is recorded and the run continues."""
     def broken(self, x):
@@ -174,7 +199,8 @@ def test_benchmark_layer_shape_name():
 def test_environment_info_fields():
     """The environment contains the versions, the date and the plain-words summary."""
     info = environment_info("cpu")
-    for key in ("torch_version", "cusparselt_version", "driver_version", "date_utc", "summary"):
+    for key in ("torch_version", "cusparselt_version", "driver_version", "date_utc", "summary",
+                "cusparselt_package"):
         assert key in info
     assert "no Sparse Tensor Cores" in info["summary"]
 
@@ -196,3 +222,50 @@ def test_tensor_cores_script_writes_json(tmp_path, capsys):
     assert result["meta"]["environment"]["torch_version"] == torch.__version__
     assert [row["status"] for row in result["rows"]] == ["ok", "ok", "ok"]
     assert "median ms" in capsys.readouterr().out
+
+
+def load_script():
+    """Import benchmarks/tensor_cores.py as a module."""
+    spec = importlib.util.spec_from_file_location("tensor_cores_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_script_keeps_rows_on_interrupt(tmp_path, monkeypatch, capsys):
+    """An interrupt (the time limit of gpu_checks.sh) keeps the timed rows and returns 130."""
+    script = load_script()
+    finished = [{"shape": "s", "dtype": "float16", "tokens": tokens, "method": "dense",
+                 "target_sparsity": 0.0, "status": "skipped", "error": "test"} for tokens in (1, 64)]
+
+    def interrupted(config):
+        yield from finished
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script, "iter_benchmark", interrupted)
+    status = script.main(["--shapes", "vit_b.attn.proj", "--out-dir", str(tmp_path)])
+    assert status == 130
+
+    result = json.loads((tmp_path / "tensor_cores_cpu.json").read_text())
+    assert result["meta"]["stopped_early"] is True
+    assert result["rows"] == finished
+    assert "'skipped': 2" in capsys.readouterr().out
+
+
+def test_script_writes_json_per_batch_size(tmp_path, monkeypatch):
+    """The JSON on disk grows with every finished batch size, before the run ends."""
+    script = load_script()
+    out = tmp_path / "result.json"
+    seen = []
+
+    def rows_with_checks(config):
+        for tokens in (1, 16, 64):
+            seen.append(len(json.loads(out.read_text())["rows"]) if out.exists() else 0)
+            yield {"shape": "s", "dtype": "float16", "tokens": tokens, "method": "dense",
+                   "target_sparsity": 0.0, "status": "skipped", "error": "test"}
+
+    monkeypatch.setattr(script, "iter_benchmark", rows_with_checks)
+    assert script.main(["--out", str(out)]) == 0
+    assert seen == [0, 0, 1]
+    assert len(json.loads(out.read_text())["rows"]) == 3
+

@@ -13,12 +13,12 @@ from .benchmark import (
     QUICK_SHAPES,
     BenchmarkConfig,
     benchmark_layer,
-    environment_info,
     iter_benchmark,
     run_benchmark,
 )
 from .capability import SparseCapability, choose_backend, detect_capability
 from .compact import CompactHiNMConv2d, CompactHiNMLinear, compact_layer
+from .environment import cusparselt_package, environment_info
 from .compressed import (
     Compressed2to4,
     compress_2to4,
@@ -55,6 +55,7 @@ __all__ = [
     "compact_layer",
     "compress_2to4",
     "count_nm_violations",
+    "cusparselt_package",
     "decompress_2to4",
     "detect_capability",
     "environment_info",

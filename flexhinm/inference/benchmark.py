@@ -10,24 +10,20 @@ same run on the same input. The functions return plain dicts (one per case), rea
 
 from __future__ import annotations
 
-import datetime
+import contextlib
 import logging
 import math
-import os
-import platform
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from ..masks import nm_mask
-from ..system import cpu_name, load_average
-from .capability import detect_capability
+from .capability import cached_capability
 from .compact import CompactHiNMLinear
+from .semi_structured import semi_structured_rule, semi_structured_support, to_semi_structured
 from .tiled_gemm import COMPACT_BACKENDS
-from .semi_structured import semi_structured_support, to_semi_structured
 from .synthetic import synthetic_layout
 
 __all__ = [
@@ -36,7 +32,6 @@ __all__ = [
     "TOLERANCES",
     "BenchmarkConfig",
     "benchmark_layer",
-    "environment_info",
     "iter_benchmark",
     "run_benchmark",
 ]
@@ -271,7 +266,8 @@ def _compact_builder(config: BenchmarkConfig, weight: torch.Tensor, bias: torch.
 
     def build() -> tuple[Callable, torch.Tensor, dict]:
         layout = synthetic_layout(tuple(weight.shape), method=method, sparsity=sparsity,
-                                  tile_rows=config.tile_rows, seed=config.seed)
+                                  tile_rows=config.tile_rows, seed=config.seed,
+                                  align=_column_align(weight))
         layer = CompactHiNMLinear.from_layout(weight, bias, layout, backend=backend)
         try:
             resolved = layer.resolved_backend()
@@ -290,14 +286,35 @@ def _compact_builder(config: BenchmarkConfig, weight: torch.Tensor, bias: torch.
     return build
 
 
+def _column_align(weight: torch.Tensor) -> int:
+    """Return the multiple of 2:4 columns that the preferred backend accepts for ``weight``.
+
+    cuSPARSELt takes multiples of 16 in fp16 and bf16, CUTLASS multiples of 64. Without a 2:4
+    backend the layouts keep the cuSPARSELt rounding, so every machine times the same counts.
+    """
+    if weight.device.type != "cuda":
+        return 16
+    backend = cached_capability(weight.device.index).backend
+    rule = None if backend == "none" else semi_structured_rule(weight.dtype, backend)
+    return 16 if rule is None else max(16, rule.column_multiple)
+
+
 def _time_case(layer: Callable, effective: torch.Tensor, bias: torch.Tensor, x: torch.Tensor,
                config: BenchmarkConfig) -> dict:
     """Check ``layer(x)`` against the fp32 masked dense reference, then time it."""
     tolerance = TOLERANCES.get(x.dtype, 5e-2)
+
+    # The timer synchronises only the current CUDA device, so make the input's device current.
+    on_device = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     try:
-        with torch.inference_mode():
+        with on_device, torch.inference_mode():
             output = layer(x)
             reference = F.linear(x.float(), effective.float(), bias.float())
+            if output.shape != reference.shape:
+                return {"status": "wrong", "max_error": None, "tolerance": tolerance,
+                        "error": f"output has shape {tuple(output.shape)}, the masked dense "
+                                 f"reference {tuple(reference.shape)}"}
+
             scale = reference.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
             error = float(((output.float() - reference).abs().max() / scale).item())
             if not error <= tolerance:
@@ -325,23 +342,3 @@ def _time_case(layer: Callable, effective: torch.Tensor, bias: torch.Tensor, x: 
 def dtype_name_of(dtype: torch.dtype) -> str:
     """Return ``"float16"`` for ``torch.float16`` and so on."""
     return str(dtype).removeprefix("torch.")
-
-
-def environment_info(device: str = "cpu") -> dict:
-    """Return the device, driver, CUDA, torch and cuSPARSELt versions, the date and the 1-minute
-    load average (other work on the machine slows CPU timings), as a dict."""
-    capability = detect_capability(device)
-    info = asdict(capability)
-    info.update({
-        "summary": capability.summary(),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": (load_average() or [None])[0],
-    })
-    return info
-
-
