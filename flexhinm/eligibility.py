@@ -2,7 +2,14 @@
 
 A layer is eligible when it is a Linear, Conv1d or Conv2d whose GEMM view has a row length (the
 reduction dimension) divisible by ``m``, and it is not the classifier head. Everything else is
-listed with the reason it stays dense; the report never raises for an unusual layer.
+listed with the reason it stays dense, including weights of other modules (the query/key/value
+projection of ``nn.MultiheadAttention``, embeddings, transposed or 3-D convolutions). The report
+never raises for an unusual layer.
+
+The classifier head is the last Linear/Conv layer in module order (``named_modules()``), which is
+the last one to run in most models. A model that defines its head before other layers should pass
+``include_head=True`` and name the real head in ``exclude``. Layers are listed in module order,
+then the other weights.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ class LayerEligibility:
 
 
 class EligibilityReport(list):
-    """A list of :class:`LayerEligibility`, one per Linear/Conv layer, in module order."""
+    """A list of :class:`LayerEligibility`: every Linear/Conv layer in module order, then the
+    other weights of two or more dimensions, which stay dense."""
 
     @property
     def eligible(self) -> list[str]:
@@ -50,11 +58,14 @@ class EligibilityReport(list):
 
     def table(self) -> str:
         """Return the report as a fixed-width text table."""
-        lines = [f"{'weight':<32} {'type':<7} {'GEMM view':>12}  status"]
+        name_width = max([32, *(len(layer.name) for layer in self)])
+        kind_width = max([7, *(len(layer.kind) for layer in self)])
+        lines = [f"{'weight':<{name_width}} {'type':<{kind_width}} {'GEMM view':>12}  status"]
         for layer in self:
             rows, columns = layer.gemm_shape
             status = "prune" if layer.eligible else f"skip: {layer.reason}"
-            lines.append(f"{layer.name:<32} {layer.kind:<7} {f'{rows}x{columns}':>12}  {status}")
+            lines.append(f"{layer.name:<{name_width}} {layer.kind:<{kind_width}} "
+                         f"{f'{rows}x{columns}':>12}  {status}")
         return "\n".join(lines)
 
 
@@ -62,7 +73,7 @@ def _skip_reason(module: nn.Module, m: int, is_head: bool, excluded: bool) -> st
     if excluded:
         return "excluded by the caller"
     if is_head:
-        return "classifier head (the model's last layer) stays dense"
+        return "classifier head: the last Linear/Conv layer in module order (include_head=True prunes it)"
 
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         channels_per_group = module.in_channels // module.groups
@@ -95,12 +106,13 @@ def eligibility_report(
     Args:
         model: any module; layers are found with ``named_modules()``.
         m: group size along the reduction dimension (4 for 2:4).
-        include_head: prune the model's last Linear/Conv layer too (normally kept dense).
+        include_head: prune the model's last Linear/Conv layer in module order too (normally kept
+            dense as the classifier head).
         exclude: module names (as in ``named_modules()``) to leave dense.
 
     Returns:
         An :class:`EligibilityReport`; ``report.eligible`` lists weight names to prune and
-        ``report.skipped`` maps the others to their reason.
+        ``report.skipped`` maps the others, other modules' weights included, to their reason.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3), nn.Flatten(),
@@ -137,7 +149,34 @@ def eligibility_report(
                 reason=_skip_reason(module, m, is_head, name in excluded),
             )
         )
+    report.extend(_other_weights(model, layers))
     return report
+
+
+def _other_weights(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> list[LayerEligibility]:
+    """Return a skipped entry for each weight of 2+ dimensions outside the Linear/Conv layers.
+
+    Only parameters whose name contains "weight" count, so tokens and position embeddings such
+    as a ViT's ``class_token`` are not listed.
+    """
+    covered = {id(parameter) for _, module in layers for parameter in module.parameters()}
+    entries = []
+    for name, parameter in model.named_parameters():
+        owner_name, _, attribute = name.rpartition(".")
+        if parameter.dim() < 2 or id(parameter) in covered or "weight" not in attribute:
+            continue
+        owner = model.get_submodule(owner_name)
+        kind = type(owner).__name__
+        if isinstance(owner, nn.MultiheadAttention):
+            reason = (f"the query/key/value projection of nn.MultiheadAttention ({attribute}) is a "
+                      f"plain parameter, not an nn.Linear, so it stays dense")
+        else:
+            reason = f"{kind}.{attribute} is not a Linear, Conv1d or Conv2d weight, so it stays dense"
+        shape = tuple(parameter.shape)
+        entries.append(LayerEligibility(name=name, kind=kind, shape=shape,
+                                        gemm_shape=(shape[0], parameter.numel() // shape[0]),
+                                        reason=reason))
+    return entries
 
 
 def eligible_layers(model: nn.Module, *, m: int = 4, **options) -> dict[str, nn.Module]:

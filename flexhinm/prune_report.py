@@ -136,7 +136,8 @@ class PruneReport:
 
     def table(self) -> str:
         """Return a fixed-width text table: one row per pruned layer, then skipped layers and totals."""
-        header = (f"{'layer':<30} {'GEMM view':>11} {'tile':>5} {'pruned/N:M/dense':>17} "
+        width = max([30, *(len(layer.name) for layer in self.layers)])
+        header = (f"{'layer':<{width}} {'GEMM view':>11} {'tile':>5} {'pruned/N:M/dense':>17} "
                   f"{'v':>6} {'sparsity':>8} {'retained':>8}")
         lines = [header, "-" * len(header)]
         for layer in self.layers:
@@ -145,13 +146,13 @@ class PruneReport:
             counts = "/".join(str(c) for c in layer.counts) if layer.counts is not None else "-"
             v = f"{layer.vector_sparsity:.3f}" if layer.vector_sparsity is not None else "-"
             lines.append(
-                f"{layer.name:<30} {f'{rows}x{columns}':>11} {tile:>5} {counts:>17} {v:>6} "
+                f"{layer.name:<{width}} {f'{rows}x{columns}':>11} {tile:>5} {counts:>17} {v:>6} "
                 f"{layer.sparsity:>8.4f} {layer.retained_fraction:>8.4f}"
             )
             if layer.tile_note:
                 lines.append(f"  note: {layer.tile_note}")
         for name, reason in self.skipped.items():
-            lines.append(f"{name:<30} skipped: {reason}")
+            lines.append(f"{name:<{width}} skipped: {reason}")
         weights = sum(layer.numel for layer in self.layers)
         lines.append(
             f"{self.method} ({self.score} scores): sparsity {self.sparsity:.4f} over {len(self.layers)} "

@@ -1,9 +1,10 @@
 """The per-layer eligibility report never crashes and names a reason for every skip."""
 
 import pytest
+import torch
 from torch import nn
 
-from flexhinm import eligibility_report, eligible_layers
+from flexhinm import apply_masks, eligibility_report, eligible_layers
 
 
 class Mixed(nn.Module):
@@ -55,3 +56,43 @@ def test_eligible_layers_returns_modules():
     layers = eligible_layers(Mixed())
     assert list(layers) == ["grouped_ok", "conv1d", "body"]
     assert isinstance(layers["body"], nn.Linear)
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(10, 16)
+        self.token = nn.Parameter(torch.zeros(1, 1, 16))
+        self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.upsample = nn.ConvTranspose2d(16, 8, 3)
+        self.head = nn.Linear(16, 10)
+
+
+def test_report_lists_other_weights():
+    """Weights outside Linear/Conv layers are listed as skipped, each with its reason."""
+    report = eligibility_report(Attention())
+    skipped = report.skipped
+    assert report.eligible == ["attention.out_proj.weight"]
+    assert skipped["attention.in_proj_weight"].startswith(
+        "the query/key/value projection of nn.MultiheadAttention (in_proj_weight)")
+    assert skipped["embedding.weight"] == "Embedding.weight is not a Linear, Conv1d or Conv2d weight, so it stays dense"
+    assert skipped["upsample.weight"].startswith("ConvTranspose2d.weight is not")
+    assert "token" not in skipped
+    assert report[-1].gemm_shape == (16, 72)
+
+
+def test_report_ignores_mask_parametrizations():
+    """A masked Linear is listed once under its weight name, not also under its original tensor."""
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 4))
+    apply_masks(model, {"0.weight": torch.ones(16, 16, dtype=torch.bool)})
+    report = eligibility_report(model)
+    assert [layer.name for layer in report] == ["0.weight", "1.weight"]
+
+
+def test_report_table_fits_long_names():
+    """Columns stay aligned when a name is longer than the default width."""
+    model = nn.Sequential()
+    model.add_module("a_rather_long_module_name_for_a_block", nn.Linear(16, 16))
+    model.add_module("head", nn.Linear(16, 4))
+    lines = eligibility_report(model).table().splitlines()
+    assert len({line.index(" Linear") for line in lines[1:]}) == 1
