@@ -31,7 +31,7 @@ from .importance import compute_scores
 from .masks import global_unstructured_masks, nm_mask, unstructured_mask
 from .regions import RegionLayout, allocate_regions
 from .prune_report import LayerPruning, PruneReport
-from .sparsify import apply_masks
+from .sparsify import apply_masks, masks_of
 
 __all__ = [
     "PERMUTATIONS",
@@ -176,7 +176,9 @@ def prune_model(
         model: any module; eligible layers come from :func:`flexhinm.eligibility_report`.
         method: ``"unstructured"``, ``"nm"``, ``"ovw"``, ``"hinm"`` or ``"flexhinm"``.
         sparsity: target fraction of zeros per pruned layer; ignored (with a warning if it differs)
-            by ``"nm"``, which always reaches ``1 - n/m``.
+            by ``"nm"``, which always reaches ``1 - n/m``. Region counts are whole groups of ``m``
+            columns, so each layer reaches the closest sparsity it can (``report.table()`` lists
+            them), and a region layout never prunes a whole layer.
         score: importance, ``"magnitude"``, ``"taylor"``, ``"fisher"`` or ``"fisher-block"``.
         tile_rows: rows per tile for region methods. A layer whose output rows it does not divide
             gets the largest of 64, 32, 16, 8 below ``tile_rows`` that does (reported), or is skipped.
@@ -186,7 +188,9 @@ def prune_model(
         loader: ``(inputs, targets)`` batches for data-driven scores.
         loss_fn: ``loss_fn(outputs, targets)``; defaults to cross-entropy.
         exclude: module names to leave dense.
-        include_head: prune the last Linear/Conv layer too.
+        include_head: prune the classifier head too: the last Linear/Conv layer in module order.
+            If the model defines its head before other layers, pass ``include_head=True`` and
+            name the head in ``exclude``.
         global_unstructured: with ``"unstructured"``, one threshold over all layers.
         tile_fallback: allow the smaller tile sizes; ``False`` skips such layers.
         score_options: extra keywords for :func:`flexhinm.importance.compute_scores`
@@ -194,7 +198,8 @@ def prune_model(
         scores: precomputed scores by parameter name (then ``score`` only labels the report).
         previous: layouts of the previous gradual stage by parameter name (region methods).
         permutation: name of a hook registered with :func:`register_permutation`.
-        apply: attach the masks with :func:`flexhinm.apply_masks`; ``False`` only reports.
+        apply: attach the masks with :func:`flexhinm.apply_masks`; ``False`` only reports. Masks
+            already on a layer are replaced, with a warning if that brings pruned weights back.
 
     Returns:
         A :class:`PruneReport` with per-layer rows, skipped layers, masks and region layouts.
@@ -209,7 +214,7 @@ def prune_model(
         >>> [(layer.name, layer.tile_rows, layer.counts, layer.sparsity) for layer in report.layers]
         [('0.weight', 32, (8, 8, 0), 0.75), ('2.weight', 16, (16, 16, 0), 0.75)]
         >>> report.skipped
-        {'3.weight': "classifier head (the model's last layer) stays dense"}
+        {'3.weight': 'classifier head: the last Linear/Conv layer in module order (include_head=True prunes it)'}
     """
     _check_method(method)
     check_nm(n, m)
@@ -226,6 +231,8 @@ def prune_model(
             f"unknown permutation {permutation!r}; registered: {sorted(PERMUTATIONS) or 'none'} "
             f"(add one with flexhinm.prune.register_permutation)"
         )
+    if region and (isinstance(tile_rows, bool) or not isinstance(tile_rows, int) or tile_rows < 1):
+        raise ValueError(f"tile_rows={tile_rows!r} is invalid; pass a positive int such as 64")
     previous = dict(previous or {})
 
     eligibility = eligibility_report(model, m=m, include_head=include_head, exclude=exclude)
@@ -243,8 +250,12 @@ def prune_model(
                 continue
         chosen.append((layer, tile, note))
     if not chosen:
+        hint = ""
+        if any(reason.startswith("no tile size") for reason in skipped.values()):
+            hint = (f"; tile_rows={tile_rows} divides no eligible layer's output rows, so pass a "
+                    f"tile size that does (64, 32, 16 or 8 for most networks)")
         raise ValueError(
-            f"no layer of the model can be pruned with method={method!r}; skipped: {skipped}"
+            f"no layer of the model can be pruned with method={method!r}{hint}; skipped: {skipped}"
         )
 
     names = [layer.name for layer, _, _ in chosen]
@@ -280,7 +291,26 @@ def prune_model(
         layers.append(LayerPruning.from_mask(layer, method, mask, layer_scores, layout, note))
         _logger.info("pruned %s to sparsity %.4f", layer.name, layers[-1].sparsity)
 
+    empty = [layer.name for layer in layers if layer.sparsity >= 1.0]
+    if empty:
+        warnings.warn(
+            f"every weight of {empty} is pruned, so these layers output only their bias; lower "
+            f"the sparsity or leave them dense with exclude=[...]",
+            UserWarning,
+            stacklevel=2,
+        )
+
     if apply:
+        revived = [name for name, old in masks_of(model).items()
+                   if name in masks and bool((masks[name] & ~old.to(masks[name].device)).any())]
+        if revived:
+            warnings.warn(
+                f"{len(revived)} layers already carry masks (first: {revived[0]!r}) that prune "
+                f"weights the new masks keep; those weights come back with their old values. Call "
+                f"flexhinm.bake_masks(model) first to prune on top of the old masks",
+                UserWarning,
+                stacklevel=2,
+            )
         apply_masks(model, masks)
     return PruneReport(
         method=method, score=score, target_sparsity=target, n=n, m=m, layers=layers,

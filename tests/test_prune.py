@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -193,3 +194,58 @@ def test_prune_rejects_bad_options() -> None:
     with pytest.raises(ValueError, match="permutation name must be a non-empty string"):
         register_permutation("", lambda request: None)
     assert set(PRUNING_METHODS) == {"unstructured", "nm", "ovw", "hinm", "flexhinm"}
+
+
+@pytest.mark.parametrize("tile_rows", [0, -8, 2.5, True])
+def test_prune_rejects_bad_tile_rows(tile_rows) -> None:
+    """A tile size that is not a positive int is rejected before any work."""
+    with pytest.raises(ValueError, match=f"tile_rows={tile_rows!r} is invalid"):
+        prune_model(small_cnn(), "flexhinm", 0.75, tile_rows=tile_rows)
+
+
+def test_prune_tile_rows_dividing_nothing() -> None:
+    """When no layer takes the tile size, the error asks for a tile size that divides the rows."""
+    with pytest.raises(ValueError, match="tile_rows=7 divides no eligible layer's output rows"):
+        prune_model(small_cnn(), "hinm", 0.75, tile_rows=7)
+
+
+def test_prune_warns_when_pruned_weights_return() -> None:
+    """Pruning a masked model less sparsely warns that weights pruned before come back."""
+    model = small_cnn()
+    prune_model(model, "unstructured", 0.75)
+    with pytest.warns(UserWarning, match="layers already carry masks .* come back with their old values"):
+        prune_model(model, "unstructured", 0.5)
+
+
+def test_prune_gradual_stage_does_not_warn() -> None:
+    """A sparser stage built on the previous layouts keeps every pruned weight pruned, silently."""
+    model = small_cnn()
+    first = prune_model(model, "flexhinm", 0.5, tile_rows=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prune_model(model, "flexhinm", 0.75, tile_rows=16, previous=first.layouts)
+
+
+def test_prune_warns_for_all_zero_layer() -> None:
+    """A layer whose every weight is pruned is named in a warning."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=r"every weight of \['0.weight'\] is pruned"):
+        prune_model(model, "unstructured", 0.99)
+
+
+def test_prune_hinm_keeps_narrow_layer_alive() -> None:
+    """HiNM at 87.5 % on an 8-column layer keeps one 2:4 group instead of pruning it all."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 2))
+    report = prune_model(model, "hinm", 0.875, tile_rows=16)
+    assert report.layers[0].counts == (4, 4, 0)
+    assert report.layers[0].sparsity == 0.75
+
+
+def test_prune_report_table_fits_long_names() -> None:
+    """The GEMM-view column stays aligned when a layer name is longer than the default width."""
+    model = nn.Sequential()
+    model.add_module("encoder_layer_0_self_attention_out_proj", nn.Linear(16, 16))
+    model.add_module("block", nn.Linear(16, 16))
+    model.add_module("head", nn.Linear(16, 4))
+    lines = prune_model(model, "hinm", 0.75, tile_rows=16).table().splitlines()
+    assert lines[2].index("16x16") == lines[3].index("16x16")

@@ -49,6 +49,19 @@ def test_counts_rounding_unreachable_target() -> None:
     assert region_counts(144, 0.9, "hinm")[0].pruned == 116
 
 
+@pytest.mark.parametrize("method, columns, sparsity, expected", [
+    ("hinm", 8, 0.875, (4, 4, 0)),      # a tie between 75 % and 100 %
+    ("ovw", 8, 0.9, (4, 0, 4)),         # 100 % is closest
+    ("ovw", 4, 0.9, (0, 0, 4)),         # one group: it stays dense
+    ("flexhinm", 8, 0.95, (4, 4, 0)),   # 7 of 8 zeros per row
+])
+def test_counts_never_prune_whole_layer(method: str, columns: int, sparsity: float, expected: tuple) -> None:
+    """A zero count that would prune every column gives way to the closest one that keeps a weight."""
+    candidates = region_counts(columns, sparsity, method)
+    assert all(c.sparsity() < 1 for c in candidates)
+    assert (candidates[-1].pruned, candidates[-1].nm, candidates[-1].dense) == expected
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("sparsity", [0.5, 0.6, 0.75, 0.8, 0.875, 0.9, 0.93])
 @pytest.mark.parametrize("columns", [16, 36, 144, 576])
