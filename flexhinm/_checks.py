@@ -11,6 +11,7 @@ import math
 import torch
 
 __all__ = [
+    "check_batch_dtype",
     "check_finite",
     "check_nm",
     "check_sparsity",
@@ -71,3 +72,20 @@ def check_sparsity(sparsity: float, name: str = "sparsity", *, allow_one: bool =
             f"so 75 % is written 0.75"
         )
     return sparsity
+
+
+def check_batch_dtype(inputs: object, model: torch.nn.Module) -> None:
+    """Raise ``TypeError`` if floating-point ``inputs`` differ in dtype from the model's weights.
+
+    Without this check a float16 or bfloat16 model fed float32 batches fails deep inside the first
+    layer with a message about its input and weight types.
+    """
+    parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if parameter is None or not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+        return
+    if inputs.dtype != parameter.dtype:
+        raise TypeError(
+            f"the batch inputs are {inputs.dtype} but the model's weights are {parameter.dtype}; "
+            f"train and score in float32 (model.float()) and convert to {parameter.dtype} for "
+            f"inference, or cast the batches to {parameter.dtype} in the loader"
+        )

@@ -68,6 +68,13 @@ def test_taylor_matches_brute_force() -> None:
     torch.testing.assert_close(scores, expected.mean(0).detach(), rtol=1e-12, atol=0)
 
 
+def test_taylor_rejects_batch_dtype_mismatch() -> None:
+    """A float64 model scored on float32 batches gets an error naming both dtypes."""
+    data = [(x.float(), y) for x, y in batches()]
+    with pytest.raises(TypeError, match="batch inputs are torch.float32 but the model's weights are torch.float64"):
+        compute_scores(conv_model(), ["0.weight"], "taylor", loader=data)
+
+
 def test_taylor_num_batches() -> None:
     """num_batches=1 uses only the first batch."""
     model, data = conv_model(), batches()

@@ -150,6 +150,18 @@ def test_train_one_epoch_rejects_bad_batch():
         train_one_epoch(model, [torch.randn(2, 3, 4, 4)], optimizer, progress=False)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_loops_reject_batch_dtype_mismatch(dtype):
+    """A half-precision model fed float32 batches gets an error naming both dtypes and the fix."""
+    model = make_model().to(dtype)
+    optimizer = make_optimizer(model, lr=0.1)
+    message = f"the batch inputs are torch.float32 but the model's weights are {dtype}"
+    with pytest.raises(TypeError, match=message):
+        train_one_epoch(model, make_loader(), optimizer, progress=False)
+    with pytest.raises(TypeError, match=r"train and score in float32 \(model.float\(\)\)"):
+        evaluate(model, make_loader(), progress=False)
+
+
 def test_train_one_epoch_rejects_vector_extra_loss():
     """extra_loss must return a scalar tensor."""
     model = make_model()

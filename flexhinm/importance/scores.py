@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._checks import check_batch_dtype
 from ..sparsify import split_parameter_name
 from .fisher import FisherAccumulator
 
@@ -88,6 +89,8 @@ def _gradient_steps(
         if num_batches is not None and index >= num_batches:
             break
         for inputs, targets in _split_batch(batch, chunk):
+            if index == 0:
+                check_batch_dtype(inputs, model)
             loss = loss_fn(model(inputs.to(device)), targets.to(device))
             yield torch.autograd.grad(loss, leaves, allow_unused=True)
         _logger.debug("scored calibration batch %d", index)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .._checks import check_batch_dtype
 from .distributed import all_reduce_sum, is_main_process, unwrap_model
 
 __all__ = ["EpochMetrics", "as_list", "evaluate", "set_loader_epoch", "train_one_epoch"]
@@ -203,6 +204,8 @@ def train_one_epoch(
     bar = _progress_bar(loader, description, progress)
     for index, batch in enumerate(bar):
         inputs, targets = _to_device(*_unpack(batch, index), device, channels_last)
+        if index == 0:
+            check_batch_dtype(inputs, model)
 
         logits = model(inputs)
         loss = loss_fn(logits, targets)
@@ -284,6 +287,8 @@ def evaluate(
     with torch.no_grad():
         for index, batch in enumerate(bar):
             inputs, targets = _to_device(*_unpack(batch, index), device, channels_last)
+            if index == 0:
+                check_batch_dtype(inputs, model)
             logits = model(inputs)
             loss = loss_fn(logits, targets)
             totals.add(loss, logits, targets, torch.zeros((), device=device))
