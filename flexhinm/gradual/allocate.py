@@ -30,9 +30,10 @@ of the first stage with ``"stage"``.
 for the run's final target, not for the first stage's. The output phase decides which column
 vectors each tile can prune, so its row order is only as good as the kept-column count it
 optimises for. At a first target of 50 %, HiNM prunes no column vector at all. The input phase
-regroups the N:M columns of the first stage's layout. Groups that enter the N:M region later are
-formed from dense columns in column order, without regrouping, because regrouping would move the
-columns of hardened groups.
+regroups the N:M columns of the first stage's layout, choosing among groupings by the final
+layout each leads to (see :mod:`flexhinm.gradual.lookahead`). Groups that enter the N:M region
+later are formed from dense columns in column order, without regrouping, because regrouping
+would move the columns of hardened groups.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ from torch import nn
 
 from ..eligibility import eligibility_report
 from ..importance import compute_scores
-from ..permute import gyro_input_permutation, gyro_output_permutation, output_kept_columns
+from ..permute import gyro_output_permutation, output_kept_columns
 from ..prune import prune_model
 from ..prune_report import PruneReport
 from ..regions import RegionLayout, allocate_regions, feasible_vector_range
 from .config import GradualConfig
+from .lookahead import best_after_regrouping, choose_first_grouping
 
 __all__ = [
     "boundary_position",
@@ -151,7 +153,7 @@ def first_stage_layouts(
             if gyro:
                 hinm = allocate(final_sparsity, order, vector_sparsity_at(0.0, final_sparsity, n=n, m=m))
                 if hinm.counts != final.counts:
-                    final, _ = _best_after_regrouping(layer_scores, [final, hinm], generator)
+                    final, _ = best_after_regrouping(layer_scores, [final, hinm], generator)
             positions[name] = boundary_position(final.vector_sparsity, final_sparsity, n=n, m=m)
             vector = vector_sparsity_at(positions[name], sparsity, n=n, m=m)
 
@@ -162,32 +164,14 @@ def first_stage_layouts(
                 hinm = allocate(sparsity, order, vector_sparsity_at(0.0, sparsity, n=n, m=m))
                 if hinm.counts != layout.counts:
                     candidates.append(hinm)
-            _, layout = _best_after_regrouping(layer_scores, candidates, generator)
+            layout, regrouped = best_after_regrouping(layer_scores, candidates, generator)
+            final_vector = None
+            if fixed_boundary:
+                final_vector = vector_sparsity_at(positions[name], final_sparsity, n=n, m=m)
+            layout = choose_first_grouping(layer_scores, layout, regrouped, final_sparsity,
+                                           final_vector, generator)
         layouts[name] = layout
     return report, layouts, positions
-
-
-def _best_after_regrouping(
-    scores: torch.Tensor, candidates: list[RegionLayout], generator: torch.Generator
-) -> tuple[RegionLayout, RegionLayout]:
-    """Regroup every candidate's N:M columns and return the best as ``(layout, regrouped)``.
-
-    Each candidate is regrouped from the generator's current state, which is restored after, so
-    a later input phase draws the same numbers whichever candidate wins. A later candidate wins
-    only if it retains strictly more, and a layout without N:M columns is kept as it is.
-    """
-    state = generator.get_state()
-    best = None
-    for layout in candidates:
-        generator.set_state(state)
-        regrouped = layout
-        if layout.counts[1] > 0:
-            regrouped, _ = gyro_input_permutation(scores, layout, seed=generator)
-        retained = regrouped.retained_importance(scores)
-        if best is None or retained > best[2]:
-            best = (layout, regrouped, retained)
-    generator.set_state(state)
-    return best[0], best[1]
 
 
 def next_stage_layouts(
