@@ -44,7 +44,7 @@ from .gate_training import (
 )
 from .hardconcrete import HardConcrete
 from .regions import RegionLayout
-from .sparsify import MaskedWeight, apply_masks
+from .sparsify import MaskedWeight, apply_masks, remove_parametrization
 
 __all__ = [
     "NMGates",
@@ -371,7 +371,7 @@ def apply_nm_gates(model: nn.Module, gates: Mapping[str, NMGates]) -> nn.Module:
             )
 
         if existing is not None:
-            parametrize.remove_parametrizations(module, attribute, leave_parametrized=False)
+            remove_parametrization(module, attribute, leave_parametrized=False)
         layer_gates.to(device=weight.device)
 
         # unsafe=True skips torch's trial call of the parametrization, which would draw gates
@@ -419,7 +419,7 @@ def harden_gates(model: nn.Module) -> dict[str, RegionLayout]:
 
     for name, layout in hardened.items():
         module, attribute = _tensor_slot(model, name)
-        parametrize.remove_parametrizations(module, attribute, leave_parametrized=False)
+        remove_parametrization(module, attribute, leave_parametrized=False)
         apply_masks(model, {name: layout.mask()})
     return hardened
 
@@ -432,5 +432,5 @@ def remove_gates(model: nn.Module) -> nn.Module:
     for name in gates_of(model):
         module, attribute = _tensor_slot(model, name)
         _only_parametrization(module, attribute, name)
-        parametrize.remove_parametrizations(module, attribute, leave_parametrized=False)
+        remove_parametrization(module, attribute, leave_parametrized=False)
     return model

@@ -31,7 +31,7 @@ from .importance import compute_scores
 from .masks import global_unstructured_masks, nm_mask, unstructured_mask
 from .regions import RegionLayout, allocate_regions
 from .prune_report import LayerPruning, PruneReport
-from .sparsify import apply_masks, masks_of
+from .sparsify import apply_masks, revived_by
 
 __all__ = [
     "PERMUTATIONS",
@@ -241,6 +241,13 @@ def prune_model(
     for layer in eligibility:
         if not layer.eligible:
             continue
+        groups = getattr(model.get_submodule(layer.name.rpartition(".")[0]), "groups", 1)
+        if region and groups > 1:
+            skipped[layer.name] = (
+                f"grouped conv (groups={groups}): a tile would mix rows that read different input "
+                f"channels, so region methods keep it dense (method='nm' can prune it)"
+            )
+            continue
         tile, note = (None, None)
         if region:
             requested = previous[layer.name].tile_rows if layer.name in previous else tile_rows
@@ -301,8 +308,7 @@ def prune_model(
         )
 
     if apply:
-        revived = [name for name, old in masks_of(model).items()
-                   if name in masks and bool((masks[name] & ~old.to(masks[name].device)).any())]
+        revived = revived_by(model, masks)
         if revived:
             warnings.warn(
                 f"{len(revived)} layers already carry masks (first: {revived[0]!r}) that prune "

@@ -20,6 +20,8 @@ __all__ = [
     "bake_masks",
     "masks_of",
     "remove_masks",
+    "remove_parametrization",
+    "revived_by",
     "split_parameter_name",
 ]
 
@@ -107,6 +109,19 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return found
 
 
+def revived_by(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[str]:
+    """Return the names whose current mask prunes a weight that the new mask in ``masks`` keeps.
+
+    Applying such masks brings those weights back with the values they had before pruning.
+    """
+    revived = []
+    for name, old in masks_of(model).items():
+        new = masks.get(name)
+        if new is not None and bool((new.to(old.device) & ~old).any()):
+            revived.append(name)
+    return revived
+
+
 def remove_masks(model: nn.Module, *, bake: bool = True) -> nn.Module:
     """Remove every mask parametrization from ``model`` in place and return ``model``.
 
@@ -119,8 +134,21 @@ def remove_masks(model: nn.Module, *, bake: bool = True) -> nn.Module:
             continue
         for attribute in list(module.parametrizations):
             if _mask_parametrization(module, attribute) is not None:
-                parametrize.remove_parametrizations(module, attribute, leave_parametrized=bake)
+                remove_parametrization(module, attribute, leave_parametrized=bake)
     return model
+
+
+def remove_parametrization(module: nn.Module, attribute: str, *, leave_parametrized: bool) -> None:
+    """Remove one parametrization like torch's ``remove_parametrizations``, safely after a deepcopy.
+
+    ``copy.deepcopy`` shares the class that torch's parametrize made for a module between the
+    original and the copy. Removing a parametrization deletes a property from that class, which
+    would break the other model, so the module first gets its own copy of the class.
+    """
+    cls = module.__class__
+    namespace = {key: value for key, value in vars(cls).items() if key not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+    parametrize.remove_parametrizations(module, attribute, leave_parametrized=leave_parametrized)
 
 
 def bake_masks(model: nn.Module) -> nn.Module:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from flexhinm import apply_nm_gates, gates_of, masks_of, to_gemm
+from flexhinm import apply_nm_gates, gates_of, masks_of, prune_model, to_gemm
 from flexhinm.data import ImageDataset, make_loader
 from flexhinm.experiments import METHODS, Budget, MethodContext
 from flexhinm.experiments.compare import gradual_prune_and_finetune
@@ -237,6 +237,38 @@ def test_gradual_prune_hinm_below_half():
     """HiNM cannot start below 50 % with 2:4, and the message names the fix."""
     with pytest.raises(ValueError, match="method='hinm' needs every stage target >= 0.5"):
         run(plan=[(0.3, 2), (0.75, 2)], method="hinm")
+
+
+def test_gradual_prune_rejects_unknown_track_name():
+    """A misspelt track name is an error that lists real names, not an empty trajectory."""
+    with pytest.raises(ValueError, match=r"track names \['3.wieght'\] are not prunable weights"):
+        run(track=["3.wieght"])
+
+
+def test_gradual_prune_no_prunable_layer():
+    """A model with no prunable layer gets an error that lists why each layer was skipped."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(4))
+    model(torch.randn(1, 3, 6, 6))
+    with pytest.raises(ValueError, match=r"no layer that can be pruned; skipped: \{'0.weight': 'conv \(stem\)"):
+        gradual_prune(model, PLAN, [(torch.randn(2, 3, 6, 6), torch.tensor([0, 1]))], lr=0.1, progress=False)
+
+
+def test_gradual_stops_early_on_nan_loss(monkeypatch):
+    """A NaN loss stops the stage at the next check, not at its end."""
+    monkeypatch.setattr("flexhinm.gradual.loop.NAN_CHECK_STEPS", 2)
+    data = [(torch.full((8, 4, 6, 6), float("nan")), torch.zeros(8, dtype=torch.long))] * 4
+    with pytest.raises(FloatingPointError, match="became nan by step 2 of 8"):
+        gradual_prune(tiny_model(), [(0.5, 8)], data, lr=0.05, tile_rows=8, progress=False)
+
+
+def test_gradual_warns_when_masks_return():
+    """A gradual run on a model whose masks prune more than its first stage warns about it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    prune_model(model, "unstructured", 0.9)
+    data = [(torch.randn(16, 64), torch.randint(0, 10, (16,))) for _ in range(2)]
+    with pytest.warns(UserWarning, match="weights the first stage keeps; those weights come back"):
+        gradual_prune(model, [(0.75, 2)], data, lr=1e-9, tile_rows=16, progress=False)
 
 
 def test_gradual_prune_rejects_gated_model():

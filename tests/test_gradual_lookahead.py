@@ -81,3 +81,4 @@ def test_gradual_gyro_keeps_salient_columns(method):
                       tile_rows=16, permutation=permutation, progress=False)
         kept[permutation] = float((start * masks_of(model)["0.weight"]).sum() / start.sum())
     assert kept["gyro"] >= kept[None]
+

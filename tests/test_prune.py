@@ -204,7 +204,7 @@ def test_prune_rejects_bad_tile_rows(tile_rows) -> None:
 
 
 def test_prune_tile_rows_dividing_nothing() -> None:
-    """When no layer takes the tile size, the error asks for a tile size that divides the rows."""
+    """When no layer takes the tile size, the error names the fix: a tile size that divides the rows."""
     with pytest.raises(ValueError, match="tile_rows=7 divides no eligible layer's output rows"):
         prune_model(small_cnn(), "hinm", 0.75, tile_rows=7)
 
@@ -249,3 +249,15 @@ def test_prune_report_table_fits_long_names() -> None:
     model.add_module("head", nn.Linear(16, 4))
     lines = prune_model(model, "hinm", 0.75, tile_rows=16).table().splitlines()
     assert lines[2].index("16x16") == lines[3].index("16x16")
+
+
+def test_prune_region_methods_skip_grouped_conv() -> None:
+    """Region methods leave a grouped conv dense with a reason; 2:4 still prunes it."""
+    def model():
+        return nn.Sequential(nn.Conv2d(16, 16, 3, groups=2), nn.Conv2d(16, 16, 1), nn.Flatten(),
+                             nn.Linear(16, 2))
+
+    report = prune_model(model(), "hinm", 0.75, tile_rows=16)
+    assert report.skipped["0.weight"].startswith("grouped conv (groups=2): a tile would mix rows")
+    assert [layer.name for layer in report.layers] == ["1.weight"]
+    assert "0.weight" in prune_model(model(), "nm").masks

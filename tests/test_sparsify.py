@@ -1,10 +1,13 @@
 """Masks on models through torch.nn.utils.parametrize."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from flexhinm import apply_masks, bake_masks, masks_of, nm_mask, remove_masks
+from flexhinm.sparsify import revived_by
 
 
 def make_model():
@@ -75,3 +78,29 @@ def test_apply_masks_rejects_bad_input():
         apply_masks(model, {"nope.weight": torch.ones(1, dtype=torch.bool)})
     with pytest.raises(ValueError, match=r"has shape \(2, 2\) but the parameter has shape"):
         apply_masks(model, {"0.weight": torch.ones(2, 2, dtype=torch.bool)})
+
+
+def test_bake_masks_on_deepcopy_leaves_original():
+    """Baking a deep copy keeps the original model masked and working."""
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 4))
+    apply_masks(model, {"0.weight": nm_mask(model[0].weight.abs())})
+    copied = copy.deepcopy(model)
+    bake_masks(copied)
+
+    x = torch.randn(3, 16)
+    assert list(masks_of(model)) == ["0.weight"]
+    assert torch.equal(model(x), copied(x))
+    bake_masks(model)
+    assert torch.equal(model(x), copied(x))
+
+
+def test_revived_by_names_masks_that_keep_pruned_weights():
+    """Only a new mask that keeps a weight the current mask prunes is reported."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    old = torch.zeros(8, 8, dtype=torch.bool)
+    old[:, :4] = True
+    apply_masks(model, {"0.weight": old, "1.weight": old})
+    sparser = old.clone()
+    sparser[:, 3] = False
+    assert revived_by(model, {"0.weight": sparser, "1.weight": ~old}) == ["1.weight"]
+    assert revived_by(model, {"0.weight": old}) == []

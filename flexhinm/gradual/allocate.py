@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..eligibility import eligibility_report
 from ..importance import compute_scores
@@ -95,10 +96,17 @@ def score_layers(
 
     The model must carry masks only, no gates: reading a gated weight draws gates.
     """
-    names = eligibility_report(model, m=config.m, include_head=config.include_head,
-                               exclude=config.exclude).eligible
+    eligibility = eligibility_report(model, m=config.m, include_head=config.include_head,
+                                     exclude=config.exclude)
+    names = eligibility.eligible
     if not names:
-        raise ValueError("the model has no layer that can be pruned (see flexhinm.eligibility_report)")
+        raise ValueError(f"the model has no layer that can be pruned; skipped: {eligibility.skipped}")
+    unknown = sorted(set(config.track) - set(names))
+    if unknown:
+        raise ValueError(
+            f"track names {unknown} are not prunable weights of the model; choose from {names[:5]}"
+            f"{' ...' if len(names) > 5 else ''}"
+        )
     return compute_scores(model, names, config.score, loader=loader, **config.score_options)
 
 
@@ -109,8 +117,12 @@ def first_stage_layouts(
     *,
     config: GradualConfig,
     scores: Mapping[str, torch.Tensor],
+    progress: bool = False,
 ) -> tuple[PruneReport, dict[str, RegionLayout], dict[str, float]]:
     """Allocate the first stage of every eligible layer.
+
+    With ``progress`` and Gyro-Permutation, a tqdm bar advances once per layer, because the
+    permutation can take minutes on a large network.
 
     Returns:
         ``(report, layouts, positions)``. ``report`` is the unpermuted :func:`flexhinm.prune_model`
@@ -126,7 +138,9 @@ def first_stage_layouts(
     method, n, m = config.method, config.n, config.m
     fixed_boundary = method == "flexhinm" and config.boundary == "final"
     layouts, positions = {}, {}
-    for name, unpermuted in report.layouts.items():
+    bar = tqdm(report.layouts.items(), desc="Gyro-Permutation", unit="layer", leave=False,
+               disable=not (progress and config.permutation == "gyro"))
+    for name, unpermuted in bar:
         layer_scores, tile_rows = scores[name], unpermuted.tile_rows
         generator = torch.Generator().manual_seed(config.seed)
 

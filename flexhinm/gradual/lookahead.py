@@ -4,9 +4,10 @@ Later stages keep every surviving N:M group with its columns and remove whole gr
 :func:`flexhinm.regions.monotone.allocate_monotone`), so the grouping chosen in the first stage is
 also the one from which the last stage prunes. Regrouping for the first target alone spreads the
 important columns of a tile over many groups, one or two per group, because 2:4 then keeps them
-all. At a high final target whole groups are pruned, and the important columns in them go too: on
-a layer with 8 important columns of 64, HiNM to 87.5 % in four stages kept 31 % of the weight
-magnitude with that grouping and 43 % without Gyro-Permutation.
+all. At a high final target whole groups are pruned, and the important columns in them go too.
+One case: a 64 x 64 layer with 8 important columns, FlexHiNM to 87.5 % in four stages. The final
+masks kept 31 % of the weight magnitude with that grouping, 43 % without Gyro-Permutation, and
+47 % with the choice below (``tests/test_gradual_lookahead.py`` rebuilds the case).
 
 :func:`choose_first_grouping` therefore compares three groupings of the first stage's N:M columns:
 regrouped for the first target, the final target's regrouped groups placed first, and the

@@ -27,7 +27,10 @@ from .config import GradualConfig
 from .records import GateTracker
 from .stages import stage_temperature
 
-__all__ = ["BatchStream", "train_stage"]
+__all__ = ["NAN_CHECK_STEPS", "BatchStream", "train_stage"]
+
+# Steps between two checks of the running loss for NaN or infinity.
+NAN_CHECK_STEPS = 50
 
 
 class BatchStream:
@@ -117,7 +120,8 @@ def train_stage(
         ``temperature_start`` / ``temperature_end`` (``None`` without gates).
 
     Raises:
-        FloatingPointError: if the mean task loss of the stage is NaN or infinite.
+        FloatingPointError: if the task loss turns NaN or infinite; it is checked every
+            ``NAN_CHECK_STEPS`` steps and at the end of the stage.
     """
     optimizers = [optimizer] + ([gate_optimizer] if gate_optimizer is not None else [])
     first_lr = float(optimizer.param_groups[0]["lr"])
@@ -163,6 +167,13 @@ def train_stage(
         terms = [loss.detach() * count, correct, mean_gate.detach(), constraint.detach(), extra.detach()]
         sums += torch.stack([term.to(dtype) for term in terms])
         samples += count
+        # One host sync every NAN_CHECK_STEPS steps stops a diverged stage early.
+        if (step + 1) % NAN_CHECK_STEPS == 0 and not bool(torch.isfinite(sums[0])):
+            bar.close()
+            raise FloatingPointError(
+                f"the training loss of stage {stage + 1} became {float(sums[0])} by step "
+                f"{step + 1} of {steps}; lower lr or gate_lr, or check the inputs for NaN"
+            )
     bar.close()
 
     loss_sum, correct, gate_sum, constraint_sum, extra_sum = sums.tolist()

@@ -174,6 +174,8 @@ class GradualResult:
         records: one :class:`StageRecord` per stage.
         layouts: parameter name to the final hardened :class:`~flexhinm.RegionLayout`.
         report: the last stage's :class:`~flexhinm.PruneReport`, measured on the hardened masks.
+            Its retained importance uses the last stage's scores, in which weights pruned in
+            earlier stages score 0, so it is near 1 and does not compare with a one-shot report.
         trajectory: :class:`GateTracker` entries (empty unless layers were tracked).
         top1_pruned: evaluation accuracy right after the first stage's masks were applied, before
             any training (``None`` without evaluation data).

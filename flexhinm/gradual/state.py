@@ -198,7 +198,10 @@ def check_resume(
     if state["steps_per_epoch"] != steps_per_epoch:
         differences.append(f"batches per epoch: saved {state['steps_per_epoch']}, now {steps_per_epoch}")
     if state["fingerprint"] != fingerprint:
-        differences.append("the starting model's weights differ from the saved run's")
+        differences.append(
+            "the starting model's weights differ from the saved run's (a run prunes and trains "
+            "the model in place, so resume with a fresh copy of the dense model it started from)"
+        )
     if differences:
         raise ValueError(
             f"stage checkpoint {str(path)!r} belongs to another run ({'; '.join(differences)}); "
