@@ -32,6 +32,9 @@ __all__ = ["NAN_CHECK_STEPS", "BatchStream", "train_stage"]
 # Steps between two checks of the running loss for NaN or infinity.
 NAN_CHECK_STEPS = 50
 
+_RESTART = ("The model now carries this stage's gates and diverged weights, so start again from a "
+            "fresh copy of the dense model, or resume from checkpoint_dir")
+
 
 class BatchStream:
     """Batches of ``loader`` epoch after epoch, starting after ``start_step`` batches of the run.
@@ -172,7 +175,7 @@ def train_stage(
             bar.close()
             raise FloatingPointError(
                 f"the training loss of stage {stage + 1} became {float(sums[0])} by step "
-                f"{step + 1} of {steps}; lower lr or gate_lr, or check the inputs for NaN"
+                f"{step + 1} of {steps}; lower lr or gate_lr, or check the inputs for NaN. {_RESTART}"
             )
     bar.close()
 
@@ -181,7 +184,7 @@ def train_stage(
     if not math.isfinite(mean_loss):
         raise FloatingPointError(
             f"the mean training loss of stage {stage + 1} is {mean_loss}; lower lr or gate_lr, "
-            f"or check the inputs for NaN"
+            f"or check the inputs for NaN. {_RESTART}"
         )
     return {
         "train_loss": mean_loss,
