@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from os import PathLike
@@ -22,6 +23,10 @@ import torch
 __all__ = ["CheckResult", "in_colab", "self_check", "setup_notebook", "strip_solutions"]
 
 SOLUTION_TAG = "solution"
+
+# A MyST dropdown titled "Discussion", from its opening fence to the closing fence on its own line.
+_DISCUSSION = re.compile(r"```\{dropdown\} Discussion.*?\n```[ \t]*(?=\n|$)", re.DOTALL)
+_DISCUSSION_REMOVED = "*(The discussion of this question is left out of the student copy.)*"
 
 
 def in_colab() -> bool:
@@ -113,23 +118,33 @@ def self_check(label: str, check: Callable[[], None]) -> CheckResult:
 
 
 def strip_solutions(source: str | PathLike, target: str | PathLike) -> int:
-    """Write a copy of the notebook ``source`` without its ``solution``-tagged cells and outputs.
+    """Write a copy of the notebook ``source`` without its solutions, discussions and outputs.
+
+    Removes the ``solution``-tagged cells and, from markdown cells, the ``{dropdown} Discussion``
+    blocks that answer the open questions. The copy reads ``../benchmarks`` and the data like
+    the chapter, so run it from the ``book/`` folder of a clone.
 
     Args:
         source: a chapter ``.ipynb``.
         target: where to write the student copy.
 
     Returns:
-        The number of solution cells removed.
+        The number of solution cells and discussion blocks removed.
     """
     notebook = json.loads(Path(source).read_text())
     cells = notebook["cells"]
     kept = [cell for cell in cells if SOLUTION_TAG not in cell.get("metadata", {}).get("tags", [])]
+    discussions = 0
     for cell in kept:
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
+        elif cell["cell_type"] == "markdown":
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            text, found = _DISCUSSION.subn(_DISCUSSION_REMOVED, text)
+            discussions += found
+            cell["source"] = text
     notebook["cells"] = kept
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     Path(target).write_text(json.dumps(notebook, indent=1) + "\n")
-    return len(cells) - len(kept)
+    return len(cells) - len(kept) + discussions

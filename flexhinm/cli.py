@@ -163,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     strip = commands.add_parser(
         "strip-solutions",
-        help="write a copy of a chapter without its solution cells (for coursework)",
-        description="Copy a book chapter without the cells tagged 'solution' and without outputs.",
+        help="write a copy of a chapter without its solutions (for coursework)",
+        description="Copy a book chapter without the cells tagged 'solution', the discussions of "
+                    "its open questions and its outputs. Run the copy from the book/ folder of a "
+                    "clone, where the chapter finds ../benchmarks/results.",
     )
     strip.add_argument("source", help="chapter notebook (.ipynb)")
     strip.add_argument("target", help="where to write the student copy (.ipynb)")
@@ -243,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .book import strip_solutions
 
             removed = strip_solutions(args.source, args.target)
-            sys.stdout.write(f"wrote {args.target} without {removed} solution cell(s)\n")
+            sys.stdout.write(f"wrote {args.target} without {removed} solution cell(s) and "
+                             f"discussion(s)\n")
             return 0
         return _info()
     except (FileNotFoundError, ValueError) as error:

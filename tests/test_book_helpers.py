@@ -53,4 +53,18 @@ def test_strip_solutions_command(tmp_path, capsys):
     """`flexhinm strip-solutions` writes the copy and says how many cells it removed."""
     source = _notebook(tmp_path)
     assert main(["strip-solutions", str(source), str(tmp_path / "out.ipynb")]) == 0
-    assert "without 1 solution cell(s)" in capsys.readouterr().out
+    assert "without 1 solution cell(s) and discussion(s)" in capsys.readouterr().out
+
+
+def test_strip_solutions_removes_discussions(tmp_path):
+    """A Discussion dropdown in a markdown cell is replaced by a note; other text stays."""
+    question = "### Exercise 6\n\nWhy?\n\n```{dropdown} Discussion\n- because\n```\n\nMore text."
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": question}]
+    source = tmp_path / "chapter.ipynb"
+    source.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+    assert strip_solutions(source, tmp_path / "student.ipynb") == 1
+    text = json.loads((tmp_path / "student.ipynb").read_text())["cells"][0]["source"]
+    assert "because" not in text
+    assert text.startswith("### Exercise 6\n\nWhy?\n\n*(The discussion")
+    assert text.endswith("\n\nMore text.")
