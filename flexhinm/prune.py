@@ -31,7 +31,7 @@ from .importance import compute_scores
 from .masks import global_unstructured_masks, nm_mask, unstructured_mask
 from .regions import RegionLayout, allocate_regions
 from .prune_report import LayerPruning, PruneReport
-from .sparsify import apply_masks, revived_by
+from .sparsify import apply_masks, warn_if_revived
 
 __all__ = [
     "PERMUTATIONS",
@@ -308,15 +308,7 @@ def prune_model(
         )
 
     if apply:
-        revived = revived_by(model, masks)
-        if revived:
-            warnings.warn(
-                f"{len(revived)} layers already carry masks (first: {revived[0]!r}) that prune "
-                f"weights the new masks keep; those weights come back with their old values. Call "
-                f"flexhinm.bake_masks(model) first to prune on top of the old masks",
-                UserWarning,
-                stacklevel=2,
-            )
+        warn_if_revived(model, masks)
         apply_masks(model, masks)
     return PruneReport(
         method=method, score=score, target_sparsity=target, n=n, m=m, layers=layers,

@@ -8,6 +8,7 @@ the parametrization, which is what inference and export want.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -22,6 +23,7 @@ __all__ = [
     "remove_masks",
     "remove_parametrization",
     "revived_by",
+    "warn_if_revived",
     "split_parameter_name",
 ]
 
@@ -120,6 +122,30 @@ def revived_by(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[str]
         if new is not None and bool((new.to(old.device) & ~old).any()):
             revived.append(name)
     return revived
+
+
+def warn_if_revived(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], *, kept_by: str = "the new masks keep",
+    stacklevel: int = 3,
+) -> None:
+    """Warn when applying ``masks`` to ``model`` would bring back weights its current masks prune.
+
+    Args:
+        model: the model the masks are about to be applied to.
+        masks: parameter name to the new bool mask.
+        kept_by: subject and verb that name the new masks in the warning, such as
+            ``"the first stage keeps"``.
+        stacklevel: passed to ``warnings.warn``; the default points at the caller's caller.
+    """
+    revived = revived_by(model, masks)
+    if revived:
+        warnings.warn(
+            f"{len(revived)} layers already carry masks (first: {revived[0]!r}) that prune "
+            f"weights {kept_by}; those weights come back with their old values. Call "
+            f"flexhinm.bake_masks(model) first to prune on top of the old masks",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def remove_masks(model: nn.Module, *, bake: bool = True) -> nn.Module:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ from torch import nn
 
 from ..gates import NMGates, apply_nm_gates, entered_groups, gate_param_group, harden_gates
 from ..regions import RegionLayout
-from ..sparsify import apply_masks, revived_by
+from ..sparsify import apply_masks, warn_if_revived
 from ..train import evaluate, make_scheduler
 from .allocate import (
     changed_choices,
@@ -94,19 +93,14 @@ def run_stage(
             model, stage.sparsity, plan[-1].sparsity, config=config, scores=scores,
             progress=context["progress"],
         )
-        revived = revived_by(model, {name: layout.mask() for name, layout in layouts.items()})
-        if revived:
-            warnings.warn(
-                f"{len(revived)} layers already carry masks (first: {revived[0]!r}) that prune "
-                f"weights the first stage keeps; those weights come back with their old values. "
-                f"Call flexhinm.bake_masks(model) first to prune on top of the old masks",
-                UserWarning,
-                stacklevel=4,
-            )
     else:
         layouts = next_stage_layouts(stage.sparsity, previous=previous, positions=run.positions,
                                      scores=scores, config=config)
-    apply_masks(model, {name: layout.mask() for name, layout in layouts.items()})
+
+    masks = {name: layout.mask() for name, layout in layouts.items()}
+    if previous is None:
+        warn_if_revived(model, masks, kept_by="the first stage keeps", stacklevel=4)
+    apply_masks(model, masks)
     if index == 0 and eval_loader is not None:
         run.top1_pruned = evaluate(model, eval_loader, device=device, loss_fn=context["loss_fn"]).top1
 
