@@ -173,9 +173,9 @@ def _other_weights(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> lis
         else:
             reason = f"{kind}.{attribute} is not a Linear, Conv1d or Conv2d weight, so it stays dense"
         shape = tuple(parameter.shape)
+        columns = parameter.numel() // max(shape[0], 1)      # an empty weight has no columns
         entries.append(LayerEligibility(name=name, kind=kind, shape=shape,
-                                        gemm_shape=(shape[0], parameter.numel() // shape[0]),
-                                        reason=reason))
+                                        gemm_shape=(shape[0], columns), reason=reason))
     return entries
 
 

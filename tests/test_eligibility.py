@@ -96,3 +96,11 @@ def test_report_table_fits_long_names():
     model.add_module("head", nn.Linear(16, 4))
     lines = eligibility_report(model).table().splitlines()
     assert len({line.index(" Linear") for line in lines[1:]}) == 1
+
+
+def test_report_lists_empty_other_weight():
+    """An embedding with no rows is listed as skipped instead of raising."""
+    model = nn.Sequential(nn.Embedding(0, 16), nn.Linear(16, 16), nn.Linear(16, 4))
+    report = eligibility_report(model)
+    assert report.skipped["0.weight"].startswith("Embedding.weight is not")
+    assert report[-1].gemm_shape == (0, 0)
